@@ -1,0 +1,86 @@
+"""recursa: Recursive Language Models for the agent frameworks you already use.
+
+Hand over a context far larger than any model's window and a question; a root model explores it with
+code in a sandboxed REPL, calls sub-models on the pieces, and returns the answer.
+"""
+
+from ._budget import Budget
+from ._context import Context, load_context
+from ._defaults import default_lm
+from ._exceptions import (
+    ContextError,
+    LMConnectionError,
+    LMError,
+    LMResponseError,
+    LMTimeoutError,
+    ModelInstallError,
+    ModelNotFoundError,
+    RecursaError,
+    SandboxError,
+)
+from ._lm import LM, Completion, Message, Usage
+from ._loop import RLM, Result, Session
+from ._openai import OpenAIChat
+from ._pricing import Price
+from ._scripted import ScriptedLM
+from ._trace import (
+    CodeExecuted,
+    Event,
+    IterationStarted,
+    LMCalled,
+    Notice,
+    RunFinished,
+    RunStarted,
+    SubCallsStarted,
+    read_trace,
+)
+from .sandbox import ExecResult, ReplSandbox, SandboxLimits
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LM",
+    "RLM",
+    "Budget",
+    "CodeExecuted",
+    "Completion",
+    "Context",
+    "ContextError",
+    "Event",
+    "ExecResult",
+    "IterationStarted",
+    "LMCalled",
+    "LMConnectionError",
+    "LMError",
+    "LMResponseError",
+    "LMTimeoutError",
+    "Message",
+    "ModelInstallError",
+    "ModelNotFoundError",
+    "Notice",
+    "OpenAIChat",
+    "Price",
+    "RecursaError",
+    "ReplSandbox",
+    "Result",
+    "RunFinished",
+    "RunStarted",
+    "SandboxError",
+    "SandboxLimits",
+    "ScriptedLM",
+    "Session",
+    "SubCallsStarted",
+    "Usage",
+    "default_lm",
+    "load_context",
+    "read_trace",
+]
+
+
+def __getattr__(name: str) -> object:
+    # LocalLlama needs the optional llama-cpp-python only when it is used, so import it lazily.
+    if name == "LocalLlama":
+        from ._local import LocalLlama
+
+        return LocalLlama
+    raise AttributeError(f"module 'recursa' has no attribute {name!r}")

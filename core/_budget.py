@@ -1,0 +1,88 @@
+"""Budgets: how far a run may go, and the shared ledger of what it has spent so far."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from ._lm import Usage
+
+__all__ = ["Budget", "Spend"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits of one run. ``None`` means unlimited.
+
+    Iterations count root turns of each (sub-)run; sub-calls, tokens, cost and time are shared by the
+    whole tree of runs, so recursion cannot multiply them.
+    """
+
+    max_iterations: int = 30
+    max_depth: int = 1
+    """1 is the paper's setting: sub-calls are plain models. 2 lets ``rlm_query`` start one level of sub-RLMs."""
+    max_sub_calls: int | None = 500
+    max_tokens: int | None = None
+    max_cost_usd: float | None = None
+    timeout_s: float | None = 900.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_overrides(self, **overrides: Any) -> Budget:
+        """A copy with the given fields changed; ``None`` values are ignored."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+class Spend:
+    """What a tree of runs has spent, checked against its budget."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.started = time.monotonic()
+        self.sub_calls = 0
+        self.usage = Usage()
+        self.cost_usd = 0.0
+        self.sub_calls_refused = False
+        """Set when model code asked for more sub-calls than were left: the budget counts as used up."""
+
+    def add(self, usage: Usage, cost_usd: float) -> None:
+        self.usage = self.usage + usage
+        self.cost_usd += cost_usd
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def exhausted(self) -> str | None:
+        """The name of the first shared budget that has run out, or None."""
+        b = self.budget
+        if self.sub_calls_refused or (b.max_sub_calls is not None and self.sub_calls >= b.max_sub_calls):
+            return "max_sub_calls"
+        if b.max_tokens is not None and self.usage.total_tokens >= b.max_tokens:
+            return "max_tokens"
+        if b.max_cost_usd is not None and self.cost_usd >= b.max_cost_usd:
+            return "max_cost_usd"
+        if b.timeout_s is not None and self.elapsed_s >= b.timeout_s:
+            return "timeout"
+        return None
+
+    def sub_calls_left(self) -> int | None:
+        if self.budget.max_sub_calls is None:
+            return None
+        return max(0, self.budget.max_sub_calls - self.sub_calls)
+
+    def remaining(self, iterations_used: int) -> dict[str, Any]:
+        """What is left, as shown to the root model and to progress displays."""
+        b = self.budget
+        left: dict[str, Any] = {"iterations": b.max_iterations - iterations_used}
+        if b.max_sub_calls is not None:
+            left["sub_calls"] = self.sub_calls_left()
+        if b.max_tokens is not None:
+            left["tokens"] = max(0, b.max_tokens - self.usage.total_tokens)
+        if b.max_cost_usd is not None:
+            left["cost_usd"] = round(max(0.0, b.max_cost_usd - self.cost_usd), 4)
+        if b.timeout_s is not None:
+            left["seconds"] = round(max(0.0, b.timeout_s - self.elapsed_s), 1)
+        return left

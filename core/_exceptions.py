@@ -1,0 +1,68 @@
+"""The exceptions recursa raises.
+
+    RecursaError
+    ├── ContextError          the context could not be loaded (missing path, empty, all binary)
+    ├── LMError               a language-model call failed
+    │   ├── LMTimeoutError    the endpoint did not answer in time (after retries)
+    │   ├── LMConnectionError the endpoint could not be reached (after retries)
+    │   ├── ModelNotFoundError the endpoint does not serve the requested model
+    │   └── LMResponseError   the endpoint answered with something that is not a usable completion
+    ├── SandboxError          the REPL worker could not be started or talked to
+    └── ModelInstallError     the embedded local model could not be assembled or verified
+
+A budget running out is not an exception: the run ends with ``Result.stopped_reason`` naming it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ContextError",
+    "LMConnectionError",
+    "LMError",
+    "LMResponseError",
+    "LMTimeoutError",
+    "ModelInstallError",
+    "ModelNotFoundError",
+    "RecursaError",
+    "SandboxError",
+]
+
+
+class RecursaError(Exception):
+    """Base class of every error recursa raises on purpose."""
+
+
+class ContextError(RecursaError):
+    """The context could not be loaded."""
+
+
+class LMError(RecursaError):
+    """A language-model call failed."""
+
+    def __init__(self, message: str, *, model: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class LMTimeoutError(LMError):
+    """The endpoint did not answer in time, even after retries."""
+
+
+class LMConnectionError(LMError):
+    """The endpoint could not be reached, even after retries."""
+
+
+class ModelNotFoundError(LMError):
+    """The endpoint does not serve the requested model."""
+
+
+class LMResponseError(LMError):
+    """The endpoint answered with something that is not a usable completion."""
+
+
+class SandboxError(RecursaError):
+    """The REPL worker could not be started or talked to."""
+
+
+class ModelInstallError(RecursaError):
+    """The embedded local model could not be assembled or verified."""

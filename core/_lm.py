@@ -1,0 +1,55 @@
+"""The one protocol every language-model client implements, and its plain-data results."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["LM", "Completion", "Message", "Usage"]
+
+Message = dict[str, str]
+"""A chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens spent by one or more calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens)
+
+    def to_dict(self) -> dict[str, int]:
+        return {**asdict(self), "total_tokens": self.total_tokens}
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a model answered to one request."""
+
+    text: str
+    usage: Usage = Usage()
+    cost_usd: float = 0.0
+    """Cost of this call in US dollars, from the client's price table (0 when unknown or local)."""
+    model: str = ""
+
+
+@runtime_checkable
+class LM(Protocol):
+    """A chat model recursa can use as root or sub model.
+
+    Implementations: ``OpenAIChat`` (any OpenAI-compatible endpoint), ``LocalLlama`` (embedded),
+    ``ScriptedLM`` (tests), and adapters for LangChain and LlamaIndex models in ``recursa.integrations``.
+    """
+
+    model: str
+
+    async def complete(self, messages: list[Message], **params: Any) -> Completion:
+        """Answer a chat; raise an ``LMError`` subclass when it cannot."""
+        ...

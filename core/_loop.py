@@ -1,0 +1,568 @@
+"""The RLM loop: the root model writes code, the REPL runs it, sub-models answer what the code asks.
+
+``RLM`` holds configuration; each question becomes a ``_Run`` that owns one REPL sandbox (or borrows
+a session's) and follows the paper's steps: prompt, code, execute, FINAL?
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ._budget import Budget, Spend
+from ._context import Context, load_context
+from ._exceptions import RecursaError
+from ._lm import LM, Message, Usage
+from ._parsing import FinalAnswer, find_code_blocks, find_final
+from ._prompts import PromptTemplates
+from ._trace import (
+    CodeExecuted,
+    Event,
+    IterationStarted,
+    LMCalled,
+    Notice,
+    RunFinished,
+    RunStarted,
+    SubCallsStarted,
+    TraceWriter,
+)
+from .sandbox import ExecResult, ReplSandbox, SandboxLimits, SubCallRequest
+
+__all__ = ["RLM", "Result", "Session"]
+
+Emit = Callable[[Event], None]
+
+
+@dataclass
+class Result:
+    """What a run produced and spent. ``trace`` holds every event, sub-runs included."""
+
+    answer: str | None
+    stopped_reason: str
+    """"final" when the model answered; otherwise the budget that stopped it ("max_iterations",
+    "max_sub_calls", "max_tokens", "max_cost_usd", "timeout") or "error"."""
+    iterations: int
+    sub_calls: int
+    usage: Usage
+    cost_usd: float
+    duration_s: float
+    run_id: str
+    trace: list[Event] = field(default_factory=list, repr=False)
+    error: str | None = None
+
+    def to_dict(self, *, include_trace: bool = False) -> dict[str, Any]:
+        out = {
+            "answer": self.answer,
+            "stopped_reason": self.stopped_reason,
+            "iterations": self.iterations,
+            "sub_calls": self.sub_calls,
+            "usage": self.usage.to_dict(),
+            "cost_usd": round(self.cost_usd, 6),
+            "duration_s": round(self.duration_s, 3),
+            "run_id": self.run_id,
+            "error": self.error,
+        }
+        if include_trace:
+            out["trace"] = [e.to_dict() for e in self.trace]
+        return out
+
+
+class RLM:
+    """A Recursive Language Model: answers questions over contexts far larger than any model's window.
+
+    >>> rlm = RLM(root=OpenAIChat("gpt-5-mini"), sub=OpenAIChat("gpt-5-nano"))
+    >>> rlm.run("Which user bought the most?", context=Path("logs/")).answer
+    """
+
+    def __init__(
+        self,
+        root: LM | None = None,
+        sub: LM | None = None,
+        *,
+        budget: Budget | None = None,
+        concurrency: int = 8,
+        max_output_chars: int | None = None,
+        sub_calls: bool = True,
+        require_look: bool = True,
+        sandbox_limits: SandboxLimits | None = None,
+        prompts: PromptTemplates | None = None,
+        sub_context_chars: int | None = None,
+    ) -> None:
+        """
+        Args:
+            root: the model that writes code; default: the configured endpoint or the local model.
+            sub: the model ``llm_query`` calls; default: the root model.
+            budget: limits of each run (iterations, depth, sub-calls, tokens, cost, time).
+            concurrency: LM requests in flight at once, shared by every depth of recursion.
+            max_output_chars: how much of a code block's output the root model is shown (default 20,000,
+                less for models with a small window, which say so with a ``context_chars`` attribute).
+            sub_calls: False runs the REPL without ``llm_query`` (the paper's "no sub-calls" ablation).
+            require_look: refuse a FINAL before the model has seen any code output (helps small models).
+            sub_context_chars: how much text the prompt tells the model a sub-call can read.
+        """
+        if root is None:
+            from ._defaults import default_lm
+
+            root = default_lm()
+        self.root = root
+        self.sub = sub or root
+        self.budget = budget or Budget()
+        self.concurrency = concurrency
+        window = getattr(root, "context_chars", None)
+        self.max_output_chars = max_output_chars or (min(20_000, window // 8) if window else 20_000)
+        self.sub_calls = sub_calls
+        self.require_look = require_look
+        self.sandbox_limits = sandbox_limits or SandboxLimits()
+        self.prompts = prompts or PromptTemplates.default()
+        sub_window = getattr(self.sub, "context_chars", None)
+        self.sub_context_chars = sub_context_chars or (sub_window * 3 // 4 if sub_window else 100_000)
+
+    def __repr__(self) -> str:
+        return f"RLM(root={self.root.model!r}, sub={self.sub.model!r}, budget={self.budget})"
+
+    async def arun(
+        self,
+        question: str,
+        context: Any,
+        *,
+        budget: Budget | None = None,
+        trace_path: str | Path | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> Result:
+        """Answer ``question`` over ``context`` (str, bytes, list of str, Path, list of Paths, ``Context``).
+
+        ``on_event`` is called with every trace event as it happens (for progress displays).
+        Errors raise a ``RecursaError`` whose ``result`` attribute keeps the partial trace.
+        """
+        return await self._start(question, context, budget, trace_path, emit=on_event)
+
+    def run(self, question: str, context: Any, **kwargs: Any) -> Result:
+        """Blocking ``arun``; works inside a running event loop (e.g. Jupyter) too."""
+        return run_sync(lambda: self.arun(question, context, **kwargs))
+
+    async def astream(
+        self,
+        question: str,
+        context: Any,
+        *,
+        budget: Budget | None = None,
+        trace_path: str | Path | None = None,
+    ) -> AsyncIterator[Event]:
+        """Yield trace events as they happen; the last one is ``RunFinished``.
+
+        Leaving the iteration early cancels the run and stops its worker.
+        """
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        task = asyncio.ensure_future(self._start(question, context, budget, trace_path, emit=queue.put_nowait))
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            if task.exception() is not None and not isinstance(task.exception(), RecursaError):
+                raise task.exception()  # type: ignore[misc]
+        finally:
+            if not task.done():
+                task.cancel()
+                with anyio.CancelScope(shield=True):
+                    await asyncio.gather(task, return_exceptions=True)
+
+    def session(self, context: Any) -> Session:
+        """A multi-turn session: one REPL kept warm across questions, with its variables."""
+        return Session(self, load_context(context))
+
+    async def _start(
+        self,
+        question: str,
+        context: Any,
+        budget: Budget | None,
+        trace_path: str | Path | None,
+        emit: Emit | None,
+        sandbox: ReplSandbox | None = None,
+        on_run: Callable[[_Run], None] | None = None,
+    ) -> Result:
+        ctx = context if isinstance(context, Context) else load_context(context)
+        writer = TraceWriter(trace_path) if trace_path else None
+        trace: list[Event] = []
+
+        def record(event: Event) -> None:
+            trace.append(event)
+            if writer:
+                writer.write(event)
+            if emit:
+                emit(event)
+
+        spend = Spend(budget or self.budget)
+        limiter = anyio.CapacityLimiter(self.concurrency)
+        run = _Run(self, question, ctx, depth=0, spend=spend, limiter=limiter, emit=record, trace=trace)
+        if on_run:
+            on_run(run)
+        try:
+            return await run.execute(sandbox)
+        finally:
+            if writer:
+                writer.close()
+
+
+class Session:
+    """One context, one warm REPL, many questions: later questions see variables earlier ones made."""
+
+    def __init__(self, rlm: RLM, context: Context) -> None:
+        self.rlm = rlm
+        self.context = context
+        self._current: _Run | None = None
+        self._sandbox = ReplSandbox(context, on_sub_call=self._on_sub_call, limits=rlm.sandbox_limits)
+        self.results: list[Result] = []
+
+    async def _on_sub_call(self, request: SubCallRequest) -> list[str]:
+        if self._current is None:
+            raise RuntimeError("sub-calls are only available while a question is being answered")
+        return await self._current.on_sub_call(request)
+
+    async def ask(
+        self, question: str, *, budget: Budget | None = None, trace_path: str | Path | None = None,
+        emit: Emit | None = None,
+    ) -> Result:
+        def bind(run: _Run) -> None:
+            self._current = run
+
+        try:
+            result = await self.rlm._start(
+                question, self.context, budget, trace_path, emit, sandbox=self._sandbox, on_run=bind
+            )
+        finally:
+            self._current = None
+        self.results.append(result)
+        return result
+
+    async def aclose(self) -> None:
+        await self._sandbox.aclose()
+
+    async def __aenter__(self) -> Session:
+        await self._sandbox.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class _Run:
+    """One question over one context at one depth; sub-runs (``rlm_query``) are ``_Run``s too."""
+
+    def __init__(
+        self,
+        rlm: RLM,
+        question: str,
+        context: Context,
+        *,
+        depth: int,
+        spend: Spend,
+        limiter: anyio.CapacityLimiter,
+        emit: Emit,
+        trace: list[Event],
+        parent_run_id: str | None = None,
+    ) -> None:
+        self.rlm = rlm
+        self.question = question
+        self.context = context
+        self.depth = depth
+        self.spend = spend
+        self.limiter = limiter
+        self.emit = emit
+        self.trace = trace
+        self.parent_run_id = parent_run_id
+        self.run_id = uuid.uuid4().hex[:12]
+        self.iteration = 0
+        self.sub_calls = 0
+        self.usage = Usage()
+        self.cost_usd = 0.0
+        self.started = time.monotonic()
+        self.seen_output = False
+        self.sandbox: ReplSandbox | None = None
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    async def execute(self, sandbox: ReplSandbox | None = None) -> Result:
+        owned = sandbox is None
+        handler = self.on_sub_call if self.rlm.sub_calls else None
+        self.sandbox = sandbox or ReplSandbox(self.context, on_sub_call=handler, limits=self.rlm.sandbox_limits)
+        self.emit(RunStarted(
+            run_id=self.run_id, depth=self.depth, question=self.question, context=self.context.describe(200),
+            budget=self.spend.budget.to_dict(), root_model=self.rlm.root.model, sub_model=self.rlm.sub.model,
+            parent_run_id=self.parent_run_id, sandbox=list(getattr(self.sandbox, "mechanisms", [])),
+        ))
+        try:
+            answer, reason = await self._loop()
+        except RecursaError as exc:
+            result = self._finish(None, "error", error=str(exc))
+            exc.result = result  # type: ignore[attr-defined]
+            raise
+        except anyio.get_cancelled_exc_class():
+            self._finish(None, "cancelled")
+            raise
+        finally:
+            if owned:
+                with anyio.CancelScope(shield=True):
+                    await self.sandbox.aclose()
+        return self._finish(answer, reason)
+
+    async def _loop(self) -> tuple[str | None, str]:
+        messages = [
+            {"role": "system", "content": self._system_prompt()},
+            {"role": "user", "content": self._first_message()},
+        ]
+        while self.iteration < self.spend.budget.max_iterations:
+            if reason := self.spend.exhausted():
+                return await self._final_turn(messages, reason)
+            self.iteration += 1
+            self.emit(IterationStarted(run_id=self.run_id, depth=self.depth, iteration=self.iteration,
+                                       remaining=self._remaining()))
+            reply = await self._ask_root(messages)
+            messages.append({"role": "assistant", "content": reply})
+            blocks, final = find_code_blocks(reply), find_final(reply)
+            if blocks:
+                observation, answer = await self._run_blocks(blocks)
+                if answer is not None:
+                    return answer, "final"
+                if final:
+                    observation += "\n\n" + self.rlm.prompts.deferred_final
+                    self._notice("FINAL deferred: it came in the same reply as code that had not run yet")
+                messages.append({"role": "user", "content": self._render("observation", outputs=observation)})
+            elif final and (self.seen_output or not self.rlm.require_look):
+                answer, problem = await self._resolve(final)
+                if answer is not None:
+                    return answer, "final"
+                messages.append({"role": "user", "content": self._render("observation", outputs=problem)})
+            elif final:
+                self._notice("FINAL refused: no code output had been seen yet")
+                messages.append({"role": "user", "content": self._render("early_final")})
+            else:
+                messages.append({"role": "user", "content": self._render("no_code")})
+        return await self._final_turn(messages, "max_iterations")
+
+    async def _final_turn(self, messages: list[Message], reason: str) -> tuple[str | None, str]:
+        """The one last turn a run gets when a budget runs out: answer from what has been seen."""
+        why = f"The {reason} budget is used up."
+        self._notice(f"{why} Asking the root model for a final answer.")
+        messages.append({"role": "user", "content": self._render("final_turn", reason=why)})
+        reply = await self._ask_root(messages)
+        final = find_final(reply)
+        if final is None:
+            text = reply.strip()
+            return (text or None), reason
+        answer, _ = await self._resolve(final)
+        return answer, reason
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    async def _ask_root(self, messages: list[Message]) -> str:
+        started = time.monotonic()
+        prompt = messages[-1]["content"]
+        try:
+            async with self.limiter:
+                completion = await self.rlm.root.complete(messages)
+        except RecursaError as exc:
+            self.emit(LMCalled(run_id=self.run_id, depth=self.depth, role="root", model=self.rlm.root.model,
+                               iteration=self.iteration, prompt=prompt, response="", error=str(exc),
+                               latency_s=time.monotonic() - started))
+            raise
+        self._account(completion.usage, completion.cost_usd)
+        self.emit(LMCalled(
+            run_id=self.run_id, depth=self.depth, role="root", model=completion.model or self.rlm.root.model,
+            iteration=self.iteration, prompt=prompt, response=completion.text,
+            input_tokens=completion.usage.input_tokens, output_tokens=completion.usage.output_tokens,
+            latency_s=time.monotonic() - started, cost_usd=completion.cost_usd,
+        ))
+        return completion.text
+
+    async def _run_blocks(self, blocks: list[str]) -> tuple[str, str | None]:
+        """Run each block in order; stop at the first FINAL. Returns the observation and the answer."""
+        assert self.sandbox is not None
+        parts = []
+        for i, code in enumerate(blocks, 1):
+            timeout = self.rlm.sandbox_limits.step_timeout_s
+            if self.spend.budget.timeout_s is not None:
+                timeout = max(1.0, min(timeout, self.spend.budget.timeout_s - self.spend.elapsed_s))
+            result = await self.sandbox.execute(code, timeout_s=timeout)
+            self.seen_output = True
+            self.emit(CodeExecuted(
+                run_id=self.run_id, depth=self.depth, iteration=self.iteration, code=code, output=result.output,
+                error=result.error, final=result.final, duration_s=result.duration_s,
+                timed_out=result.timed_out, crashed=result.crashed,
+            ))
+            if result.final is not None:
+                return "", result.final
+            label = f"[block {i} of {len(blocks)}]\n" if len(blocks) > 1 else ""
+            parts.append(label + _format_result(result))
+        return self._truncate("\n\n".join(parts)), None
+
+    async def _resolve(self, final: FinalAnswer) -> tuple[str | None, str]:
+        """Turn a FINAL written as text into the answer, or explain why it cannot be one."""
+        assert self.sandbox is not None
+        if final.kind == "text":
+            if final.value.isidentifier():
+                value = await self.sandbox.get_variable(final.value)
+                if value is not None:
+                    return value, ""
+            return final.value, ""
+        value = await self.sandbox.get_variable(final.value)
+        if value is None:
+            message = (f"FINAL_VAR({final.value}) failed: there is no variable named {final.value!r} in the REPL. "
+                       "Create it in a ```repl block first, or write FINAL(...) with the answer text.")
+            self._notice(message)
+            return None, message
+        return value, ""
+
+    # -- sub-calls --------------------------------------------------------------------------------
+
+    async def on_sub_call(self, request: SubCallRequest) -> list[str]:
+        """Answer ``llm_query``/``rlm_query`` from the REPL: check budgets, then run the prompts concurrently."""
+        count = len(request.prompts)
+        left = self.spend.sub_calls_left()
+        if left is not None and count > left:
+            self._notice(f"sub-call budget exhausted: {count} asked, {left} left")
+            self.spend.sub_calls_refused = True
+            raise RuntimeError(
+                f"sub-call budget exhausted: {count} sub-calls asked, {left} left of "
+                f"{self.spend.budget.max_sub_calls}; answer from what you have"
+            )
+        if (reason := self.spend.exhausted()) is not None:
+            raise RuntimeError(f"the {reason} budget is used up; no more sub-calls, answer from what you have")
+        self.spend.sub_calls += count
+        self.sub_calls += count
+        recursive = request.recursive and self.depth + 1 < self.spend.budget.max_depth
+        self.emit(SubCallsStarted(run_id=self.run_id, depth=self.depth, iteration=self.iteration,
+                                  count=count, recursive=recursive))
+        call = self._sub_rlm if recursive else self._sub_lm
+        answers: list[str] = [""] * count
+
+        async def one(i: int, prompt: str) -> None:
+            answers[i] = await call(prompt)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for i, prompt in enumerate(request.prompts):
+                    tg.start_soon(one, i, prompt)
+        except ExceptionGroup as group:
+            first = group.exceptions[0]
+            while isinstance(first, ExceptionGroup):
+                first = first.exceptions[0]
+            raise RuntimeError(f"sub-call failed: {first}") from None
+        return answers
+
+    async def _sub_lm(self, prompt: str) -> str:
+        started = time.monotonic()
+        model = self.rlm.sub.model
+        try:
+            async with self.limiter:
+                completion = await self.rlm.sub.complete([{"role": "user", "content": prompt}])
+        except Exception as exc:
+            self.emit(LMCalled(run_id=self.run_id, depth=self.depth + 1, role="sub", model=model,
+                               iteration=self.iteration, prompt=prompt, response="", error=str(exc),
+                               latency_s=time.monotonic() - started))
+            raise
+        self._account(completion.usage, completion.cost_usd)
+        self.emit(LMCalled(
+            run_id=self.run_id, depth=self.depth + 1, role="sub", model=completion.model or model,
+            iteration=self.iteration, prompt=prompt, response=completion.text,
+            input_tokens=completion.usage.input_tokens, output_tokens=completion.usage.output_tokens,
+            latency_s=time.monotonic() - started, cost_usd=completion.cost_usd,
+        ))
+        return completion.text
+
+    async def _sub_rlm(self, prompt: str) -> str:
+        child = _Run(
+            self.rlm, self.rlm.prompts.sub_rlm_question, Context([prompt]), depth=self.depth + 1,
+            spend=self.spend, limiter=self.limiter, emit=self.emit, trace=self.trace, parent_run_id=self.run_id,
+        )
+        result = await child.execute()
+        self.usage, self.cost_usd = self.usage + child.usage, self.cost_usd + child.cost_usd
+        return result.answer or ""
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _account(self, usage: Usage, cost_usd: float) -> None:
+        self.usage = self.usage + usage
+        self.cost_usd += cost_usd
+        self.spend.add(usage, cost_usd)
+
+    def _remaining(self) -> dict[str, Any]:
+        return self.spend.remaining(self.iteration)
+
+    def _notice(self, message: str) -> None:
+        self.emit(Notice(run_id=self.run_id, depth=self.depth, iteration=self.iteration, message=message))
+
+    def _render(self, name: str, **values: Any) -> str:
+        remaining = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self._remaining().items())
+        return self.rlm.prompts.render(name, remaining=remaining, **values)
+
+    def _system_prompt(self) -> str:
+        prompts = self.rlm.prompts
+        sub_doc = ""
+        if self.rlm.sub_calls:
+            rlm_doc = "\n" + prompts.rlm_query_doc if self.depth + 1 < self.spend.budget.max_depth else ""
+            sub_doc = prompts.render("sub_call_doc", sub_chars=f"{self.rlm.sub_context_chars:,}",
+                                     rlm_query_doc=rlm_doc) + "\n"
+        kind = (" (a list of documents; their names are in `context_names`)" if self.context.as_list else " (a str)")
+        return prompts.render("system", context_kind=kind, sub_call_doc=sub_doc,
+                              max_output_chars=f"{self.rlm.max_output_chars:,}")
+
+    def _first_message(self) -> str:
+        info = self.context.describe()
+        if self.context.as_list:
+            lengths = info["lengths"]
+            shown = ", ".join(f"{n} ({length:,} chars)" for n, length in zip(info["names"][:20], lengths[:20], strict=False))
+            more = f", and {len(lengths) - 20} more" if len(lengths) > 20 else ""
+            summary = f"a list of {len(lengths)} documents, {info['total_chars']:,} characters in all: {shown}{more}."
+            preview_of = "context[0]"
+        else:
+            summary = f"one string of {info['total_chars']:,} characters."
+            preview_of = "context"
+        return self._render("first_user", question=self.question, context_summary=summary,
+                            preview_of=preview_of, preview=info["preview"])
+
+    def _truncate(self, text: str) -> str:
+        limit = self.rlm.max_output_chars
+        if len(text) <= limit:
+            return text
+        return (text[:limit] + f"\n[... output truncated: showed {limit:,} of {len(text):,} characters. "
+                "Print less (counts, short windows) and keep results in variables.]")
+
+    def _finish(self, answer: str | None, reason: str, error: str | None = None) -> Result:
+        duration = time.monotonic() - self.started
+        self.emit(RunFinished(
+            run_id=self.run_id, depth=self.depth, answer=answer, stopped_reason=reason, iterations=self.iteration,
+            sub_calls=self.sub_calls, usage=self.usage.to_dict(), cost_usd=self.cost_usd, duration_s=duration,
+            error=error,
+        ))
+        return Result(answer=answer, stopped_reason=reason, iterations=self.iteration, sub_calls=self.sub_calls,
+                      usage=self.usage, cost_usd=self.cost_usd, duration_s=duration, run_id=self.run_id,
+                      trace=self.trace, error=error)
+
+
+def _format_result(result: ExecResult) -> str:
+    parts = [result.output.rstrip("\n")] if result.output else []
+    if result.error:
+        parts.append(f"Error: {result.error.rstrip()}")
+    if result.notice:
+        parts.append(result.notice)
+    return "\n".join(parts) if parts else "(no output: use print() to see values)"
+
+
+def run_sync(make_coro: Callable[[], Any]) -> Any:
+    """Run a coroutine to completion from sync code, also when an event loop is already running."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coro())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make_coro())).result()
+
+

@@ -1,0 +1,416 @@
+"""The default LM client: any OpenAI-compatible chat-completions endpoint.
+
+One class covers OpenAI itself and the servers that speak its protocol (vLLM, llama.cpp server,
+Ollama, LM Studio, OpenRouter) through ``base_url``. The retry policy lives here rather than in the
+SDK (whose own retries are switched off) so that it is explicit and tested: 408, 429, 5xx, timeouts
+and connection failures are retried with exponential backoff and jitter, honouring ``Retry-After``;
+every other 4xx fails at once. SDK errors become recursa's ``LMError`` family with one-sentence,
+actionable messages that never contain the API key.
+
+``openai`` is imported on first use, so ``import recursa`` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import functools
+import json
+import logging
+import os
+import random
+import time
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._exceptions import LMConnectionError, LMError, LMResponseError, LMTimeoutError, ModelNotFoundError
+from ._lm import Completion, Message, Usage
+from ._pricing import Price, price_for
+
+if TYPE_CHECKING:
+    import openai
+
+__all__ = ["OpenAIChat"]
+
+logger = logging.getLogger("recursa")
+
+OPENAI_URL = "https://api.openai.com/v1"
+PLACEHOLDER_KEY = "no-key-needed"
+"""Sent to a custom ``base_url`` when no key is set: the SDK insists on one, local servers ignore it."""
+
+_RETRY_STATUSES = frozenset({408, 429})
+_NO_RETRY_CODES = frozenset({"insufficient_quota"})  # a 429 that waiting will not fix
+
+
+class OpenAIChat:
+    """A chat model behind an OpenAI-compatible endpoint, usable as recursa's root or sub model.
+
+    ``OpenAIChat("gpt-5-mini")`` talks to OpenAI with ``OPENAI_API_KEY``;
+    ``OpenAIChat("qwen3-8b", base_url="http://localhost:8000/v1")`` talks to a local server and
+    needs no key. ``default_params`` (``temperature=0``, ``max_tokens=512``, ...) go with every
+    request; parameters the SDK does not know (``top_k``, ``min_p``) are sent in the request body
+    as-is, which is what vLLM and llama.cpp expect.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 120,
+        max_retries: int = 4,
+        prices: Mapping[str, Price] | None = None,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        **default_params: Any,
+    ) -> None:
+        """Configure the client; nothing connects until the first ``complete``.
+
+        ``base_url`` and ``api_key`` fall back to ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``.
+        ``max_retries`` counts retries after the first attempt. The n-th retry waits about
+        ``backoff_s * 2**n`` seconds (jittered), or the server's ``Retry-After``, never more than
+        ``max_backoff_s``. ``prices`` overrides the built-in price table used for ``cost_usd``.
+        """
+        if not model:
+            raise ValueError("OpenAIChat needs a model name, e.g. OpenAIChat('gpt-5-mini')")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.model = model
+        resolved_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self.base_url: str | None = resolved_url.rstrip("/") if resolved_url else None
+        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
+        if self._api_key is None and self.base_url is not None:
+            self._api_key = PLACEHOLDER_KEY
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.prices: dict[str, Price] | None = dict(prices) if prices is not None else None
+        self.default_params: dict[str, Any] = default_params
+        self._client: openai.AsyncOpenAI | None = None
+        self._client_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIChat(model={self.model!r}, base_url={self.url!r})"
+
+    @property
+    def url(self) -> str:
+        """The endpoint requests go to, for messages and traces."""
+        return self.base_url or OPENAI_URL
+
+    @property
+    def price(self) -> Price | None:
+        """This model's price, or ``None`` when unknown (then ``cost_usd`` is always 0.0)."""
+        return price_for(self.model, self.prices)
+
+    async def complete(self, messages: list[Message], **params: Any) -> Completion:
+        """Answer ``messages``, retrying transient failures; raise an ``LMError`` subclass otherwise.
+
+        ``params`` override ``default_params`` for this call only.
+        """
+        client = self._get_client()
+        request = self._build_request(messages, {**self.default_params, **params})
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                response = await client.chat.completions.create(**request)
+            except json.JSONDecodeError as exc:
+                raise LMResponseError(
+                    f"model {request['model']!r} at {self.url} sent a reply that is not valid JSON ({exc}); "
+                    "is base_url pointing at an OpenAI-compatible API?",
+                    model=request["model"],
+                ) from exc
+            except Exception as exc:
+                if not _is_openai_error(exc):
+                    raise
+                delay = self._retry_delay(exc, attempt)
+                if delay is None:
+                    raise self._to_lm_error(exc, request["model"], attempt + 1) from exc
+                logger.info(
+                    "retrying %s at %s in %.2fs after %s (retry %d of %d)",
+                    request["model"], self.url, delay, _describe(exc), attempt + 1, self.max_retries,
+                )
+                await anyio.sleep(delay)
+                attempt += 1
+                continue
+            logger.debug("%s answered in %.2fs", request["model"], time.monotonic() - started)
+            return self._to_completion(response, request["model"])
+
+    async def aclose(self) -> None:
+        """Close the underlying HTTP connections; the client reopens them if used again."""
+        client, self._client, self._client_loop = self._client, None, None
+        if client is not None:
+            await client.close()
+
+    async def __aenter__(self) -> OpenAIChat:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _get_client(self) -> openai.AsyncOpenAI:
+        """The SDK client, created on first use and again whenever the event loop changes.
+
+        Connection pools belong to the loop that opened them; sync wrappers that run each call in a
+        fresh loop would otherwise reuse dead connections.
+        """
+        loop = _running_loop()
+        if self._client is not None and (self._client_loop is None or self._client_loop() is loop):
+            return self._client
+        if self._api_key is None:
+            raise LMError(
+                f"no API key for model {self.model!r} at {self.url}: set OPENAI_API_KEY, pass api_key=, "
+                "or pass base_url= for a local server that needs none",
+                model=self.model,
+            )
+        import openai
+
+        self._client = openai.AsyncOpenAI(
+            api_key=self._api_key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0
+        )
+        self._client_loop = weakref.ref(loop) if loop is not None else None
+        return self._client
+
+    def _build_request(self, messages: list[Message], params: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for ``chat.completions.create``: SDK parameters plus ``extra_body``."""
+        if params.get("stream"):
+            raise ValueError("OpenAIChat.complete does not stream; drop stream=True")
+        params.pop("stream", None)
+        model = params.pop("model", self.model)
+        if self.base_url is None or "api.openai.com" in self.base_url:
+            # OpenAI's reasoning models reject max_tokens; max_completion_tokens works for every model.
+            if "max_tokens" in params and "max_completion_tokens" not in params:
+                params["max_completion_tokens"] = params.pop("max_tokens")
+        known = _sdk_parameters()
+        request: dict[str, Any] = {"model": model, "messages": messages}
+        extra_body = dict(params.pop("extra_body", None) or {})
+        for name, value in params.items():
+            if name in known:
+                request[name] = value
+            else:
+                extra_body[name] = value
+        if extra_body:
+            request["extra_body"] = extra_body
+        return request
+
+    def _retry_delay(self, exc: Exception, attempt: int) -> float | None:
+        """Seconds to wait before retrying ``exc``, or ``None`` when it must not be retried."""
+        if attempt >= self.max_retries or not _is_retryable(exc):
+            return None
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        return backoff_delay(
+            attempt, base_s=self.backoff_s, max_s=self.max_backoff_s, retry_after_s=_retry_after(headers)
+        )
+
+    def _to_lm_error(self, exc: Exception, model: str, attempts: int) -> LMError:
+        """Translate an SDK error into recursa's error family, with the key redacted."""
+        import openai
+
+        tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
+        if isinstance(exc, openai.APITimeoutError):
+            return LMTimeoutError(
+                f"model {model!r} at {self.url} did not answer within {self.timeout_s:g}s ({tries}); "
+                "raise timeout_s= or check that the server is not overloaded",
+                model=model,
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            cause = self._redact(str(exc.__cause__ or exc))
+            return LMConnectionError(
+                f"could not connect to {self.url} for model {model!r} ({tries}): {cause}; "
+                "is the server running and is base_url right?",
+                model=model,
+            )
+        if isinstance(exc, openai.APIStatusError):
+            status, detail, code = exc.status_code, self._redact(_error_message(exc)), _error_code(exc)
+            if status == 404 or code == "model_not_found":
+                return ModelNotFoundError(
+                    f"model {model!r} is not served by {self.url}: {detail} "
+                    "(check the model name, and that base_url ends in /v1)",
+                    model=model,
+                )
+            if status in (401, 403):
+                return LMError(
+                    f"{self.url} refused the credentials for model {model!r} (HTTP {status}): {detail}; "
+                    "check OPENAI_API_KEY or the api_key= argument",
+                    model=model,
+                )
+            if status == 429:
+                hint = "check your plan and billing" if code in _NO_RETRY_CODES else "lower the concurrency"
+                return LMError(
+                    f"{self.url} rate-limited model {model!r} (HTTP 429, {tries}): {detail}; {hint}",
+                    model=model,
+                )
+            if status >= 500:
+                return LMError(
+                    f"{self.url} failed on model {model!r} with HTTP {status} ({tries}): {detail}",
+                    model=model,
+                )
+            return LMError(
+                f"{self.url} rejected the request for model {model!r} (HTTP {status}): {detail}",
+                model=model,
+            )
+        if isinstance(exc, openai.APIResponseValidationError):
+            return LMResponseError(
+                f"model {model!r} at {self.url} sent a reply that is not a chat completion: "
+                f"{self._redact(str(exc))}",
+                model=model,
+            )
+        return LMError(f"model {model!r} at {self.url} failed: {self._redact(str(exc))}", model=model)
+
+    def _to_completion(self, response: Any, model: str) -> Completion:
+        """Check that ``response`` is a usable chat completion and turn it into a ``Completion``."""
+        from openai.types.chat import ChatCompletion
+
+        where = f"model {model!r} at {self.url}"
+        if not isinstance(response, ChatCompletion):
+            raise LMResponseError(
+                f"{where} sent a reply that is not a chat completion: {str(response)[:200]!r}", model=model
+            )
+        choices = response.choices
+        if not choices:
+            raise LMResponseError(f"{where} sent a completion with no choices", model=model)
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        content = getattr(message, "content", None)
+        if isinstance(content, list):  # some servers send content parts
+            content = "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+        if not isinstance(content, str):
+            finish = getattr(choice, "finish_reason", None)
+            refusal = getattr(message, "refusal", None)
+            if refusal:
+                reason = f"the model refused: {refusal}"
+            elif finish == "length":
+                reason = "it ran out of tokens before answering (finish_reason=length); raise max_tokens"
+            else:
+                reason = f"finish_reason={finish}"
+            raise LMResponseError(f"{where} sent a completion without text content: {reason}", model=model)
+        usage = _usage(getattr(response, "usage", None))
+        served = getattr(response, "model", None) or model
+        price = price_for(model, self.prices) or price_for(served, self.prices)
+        cost = price.cost(usage) if price is not None else 0.0
+        return Completion(text=content, usage=usage, cost_usd=cost, model=served)
+
+    def _redact(self, text: str) -> str:
+        key = self._api_key
+        if key and key != PLACEHOLDER_KEY and len(key) >= 4:
+            text = text.replace(key, "***")
+        return text
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base_s: float,
+    max_s: float,
+    retry_after_s: float | None = None,
+    rand: float | None = None,
+) -> float:
+    """Seconds to wait before retry number ``attempt + 1``.
+
+    A server's ``Retry-After`` wins (it knows when it will be ready), capped at ``max_s`` so a
+    hostile or confused header cannot stall a run. Otherwise exponential backoff with "equal
+    jitter": between half and all of ``base_s * 2**attempt``, capped at ``max_s``; the jitter keeps
+    a burst of concurrent sub-calls from retrying in lockstep.
+    """
+    if retry_after_s is not None:
+        return min(max(retry_after_s, 0.0), max_s)
+    ceiling = min(base_s * 2.0**attempt, max_s)
+    fraction = random.random() if rand is None else rand
+    return ceiling * (0.5 + fraction / 2)
+
+
+def _is_openai_error(exc: Exception) -> bool:
+    import openai
+
+    return isinstance(exc, openai.APIError)
+
+
+def _is_retryable(exc: Exception) -> bool:
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        if _error_code(exc) in _NO_RETRY_CODES:
+            return False
+        return exc.status_code in _RETRY_STATUSES or exc.status_code >= 500
+    return False
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """The delay a ``retry-after-ms`` / ``retry-after`` header asks for (seconds or HTTP date)."""
+    if not headers:
+        return None
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return float(value) / divisor
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(when.timestamp() - time.time(), 0.0)
+    return None
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    """The server's own words: ``error.message`` from the JSON body, else the start of the body."""
+    body = exc.body
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        message = inner.get("message") if isinstance(inner, Mapping) else inner
+        if message:
+            return str(message)
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:300]
+    return str(exc.message or exc)
+
+
+def _error_code(exc: Exception) -> str | None:
+    code = getattr(exc, "code", None)
+    return str(code) if code else None
+
+
+def _describe(exc: Exception) -> str:
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}" if status else type(exc).__name__
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    return Usage(
+        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+    )
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio (trio): one client for the object's lifetime
+        return None
+
+
+@functools.cache
+def _sdk_parameters() -> frozenset[str]:
+    """Keyword arguments ``chat.completions.create`` accepts in the installed SDK version."""
+    import inspect
+
+    from openai.resources.chat.completions import AsyncCompletions
+
+    names = set(inspect.signature(AsyncCompletions.create).parameters)
+    return frozenset(names - {"self", "messages", "model"})

@@ -1,0 +1,69 @@
+"""A live one-line progress display of a run (iteration, sub-calls, tokens, cost) for terminals."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import IO
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from ._trace import Event, IterationStarted, LMCalled, RunFinished, SubCallsStarted
+
+__all__ = ["RunProgress"]
+
+
+class RunProgress:
+    """Reads trace events and shows a status line; ``enabled=False`` makes it a no-op."""
+
+    def __init__(
+        self, *, file: IO[str] | None = None, enabled: bool = True, get_time: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.enabled = enabled
+        self._console = Console(file=file, stderr=file is None)
+        self._get_time = get_time
+        self._started = get_time()
+        self.iteration = 0
+        self.sub_calls = 0
+        self.tokens = 0
+        self.cost_usd = 0.0
+        self.last = "starting"
+        self._live: Live | None = None
+
+    def __enter__(self) -> RunProgress:
+        if self.enabled:
+            self._live = Live(self.render(), console=self._console, refresh_per_second=4, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def update(self, event: Event) -> None:
+        if isinstance(event, IterationStarted) and event.depth == 0:
+            self.iteration = event.iteration
+            self.last = "thinking"
+        elif isinstance(event, SubCallsStarted):
+            self.sub_calls += event.count
+            self.last = f"{event.count} sub-call(s)"
+        elif isinstance(event, LMCalled):
+            self.tokens += event.input_tokens + event.output_tokens
+            self.cost_usd += event.cost_usd
+            if event.role == "root":
+                self.last = "running code"
+        elif isinstance(event, RunFinished) and event.depth == 0:
+            self.last = event.stopped_reason
+        if self._live is not None:
+            self._live.update(self.render())
+
+    def render(self) -> Text:
+        elapsed = self._get_time() - self._started
+        return Text(
+            f"recursa · iteration {self.iteration} · sub-calls {self.sub_calls} · tokens {self.tokens:,} · "
+            f"${self.cost_usd:.4f} · {elapsed:.0f}s · {self.last}",
+            style="dim",
+        )

@@ -1,0 +1,157 @@
+"""`recursa ask` as a user runs it: a subprocess against a fake OpenAI-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fake_openai import FakeOpenAIServer, closed_port_url
+
+ROOT_CODE = '''I will filter the error lines first.
+```repl
+import re
+hits = re.findall(r"^.*level=ERROR.*$", context, re.MULTILINE)
+print(len(hits), "error lines")
+users = llm_query_batched([f"Which user is in this line? {h}" for h in hits])
+counts = {}
+for u in users:
+    counts[u] = counts.get(u, 0) + 1
+top = max(sorted(counts), key=counts.get)
+summary = f"{top} with {counts[top]} errors"
+print(summary)
+```'''
+
+
+def script(request: dict[str, Any]) -> str:
+    """Root model: filter with a regex, map sub-calls over the hits, return FINAL_VAR. Sub model: read a line."""
+    messages = request["messages"]
+    if request["model"] == "sub-model":
+        line = messages[-1]["content"]
+        return line.split("user=")[1].split()[0]
+    answered = sum(1 for m in messages if m["role"] == "assistant")
+    return ROOT_CODE if answered == 0 else "FINAL_VAR(summary)"
+
+
+def make_log(path: Path, size: int = 5_200_000) -> str:
+    """A log of at least ``size`` bytes where user u7 has the most ERROR lines."""
+    rng = random.Random(1)
+    lines = []
+    total = 0
+    errors = {"u3": 4, "u7": 9, "u11": 2}
+    pending = [u for u, n in errors.items() for _ in range(n)]
+    rng.shuffle(pending)
+    i = 0
+    while total < size or pending:
+        if pending and i % 5000 == 0:
+            line = f"2026-11-01T10:{i % 60:02d}:00 level=ERROR user={pending.pop()} msg=payment failed"
+        else:
+            line = f"2026-11-01T10:{i % 60:02d}:00 level=INFO user=u{rng.randint(1, 40)} msg=page view {i}"
+        lines.append(line)
+        total += len(line) + 1
+        i += 1
+    path.write_text("\n".join(lines) + "\n")
+    return "u7 with 9 errors"
+
+
+def recursa(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RECURSA_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "recursa.cli", *args], capture_output=True, text=True, timeout=300,
+        env={**base, **(env or {})}, input=stdin,
+    )
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FakeOpenAIServer(responder=script, models={"root-model", "sub-model"}) as srv:
+        yield srv
+
+
+def test_ask_over_a_5mb_log_end_to_end(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    expected = make_log(log)
+    assert log.stat().st_size >= 5_000_000
+    trace = tmp_path / "trace.jsonl"
+    proc = recursa(
+        "Which user has the most ERROR lines?", "--context", str(log), "--model", "root-model",
+        "--sub-model", "sub-model", "--base-url", server.base_url, "--api-key", "sk-test", "--json",
+        "--trace", str(trace),
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["answer"] == expected
+    assert out["stopped_reason"] == "final" and out["iterations"] == 2 and out["sub_calls"] == 15
+    assert out["usage"]["total_tokens"] > 0 and set(out) >= {"answer", "cost_usd", "usage"}
+    assert server.requests_per_model["sub-model"] == 15
+    root_requests = [b for b in server.bodies if b["model"] == "root-model"]
+    assert all(len(json.dumps(b)) < 50_000 for b in root_requests), "the context must not reach the root model"
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert events[0]["type"] == "run_started" and events[-1]["type"] == "run_finished"
+    assert sum(e["type"] == "lm_called" and e["role"] == "sub" for e in events) == 15
+
+
+def test_ask_plain_output_and_env_defaults(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    expected = make_log(log, size=50_000)
+    env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test", "RECURSA_MODEL": "root-model",
+           "RECURSA_SUB_MODEL": "sub-model"}
+    proc = recursa("Which user has the most ERROR lines?", "--context", "-", env=env, stdin=log.read_text())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == expected
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("recursa: error:")]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
+    proc = recursa("q", "--context", str(tmp_path / "nope.txt"), "--base-url", "http://127.0.0.1:9/v1")
+    _assert_one_line_error(proc, "not found", "nope.txt")
+
+
+def test_empty_context_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_text("")
+    proc = recursa("q", "--context", str(tmp_path / "empty.txt"), "--base-url", "http://127.0.0.1:9/v1")
+    _assert_one_line_error(proc, "empty")
+
+
+def test_binary_file_is_skipped_and_alone_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 10)
+    proc = recursa("q", "--context", str(tmp_path / "blob.bin"), "--base-url", "http://127.0.0.1:9/v1")
+    _assert_one_line_error(proc, "empty", "binary")
+    assert "blob.bin" in proc.stderr
+
+
+def test_unknown_model_is_a_clear_error(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    (tmp_path / "c.txt").write_text("some text")
+    proc = recursa("q", "--context", str(tmp_path / "c.txt"), "--model", "no-such-model",
+                   "--base-url", server.base_url, "--api-key", "sk-test")
+    _assert_one_line_error(proc, "no-such-model")
+
+
+def test_malformed_server_reply_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "c.txt").write_text("some text")
+    with FakeOpenAIServer(responder=lambda r: {"raw": "this is not json", "content_type": "text/plain"}) as srv:
+        proc = recursa("q", "--context", str(tmp_path / "c.txt"), "--model", "m", "--base-url", srv.base_url,
+                       "--api-key", "sk-test")
+    _assert_one_line_error(proc)
+
+
+def test_server_down_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "c.txt").write_text("some text")
+    url = closed_port_url()
+    proc = recursa("q", "--context", str(tmp_path / "c.txt"), "--model", "m", "--base-url", url,
+                   "--api-key", "sk-test")
+    _assert_one_line_error(proc, "127.0.0.1")
