@@ -518,7 +518,8 @@ class _Run:
         info = self.context.describe()
         if self.context.as_list:
             lengths = info["lengths"]
-            shown = ", ".join(f"{n} ({length:,} chars)" for n, length in zip(info["names"][:20], lengths[:20], strict=False))
+            pairs = zip(info["names"][:20], lengths[:20], strict=False)
+            shown = ", ".join(f"{name} ({length:,} chars)" for name, length in pairs)
             more = f", and {len(lengths) - 20} more" if len(lengths) > 20 else ""
             summary = f"a list of {len(lengths)} documents, {info['total_chars']:,} characters in all: {shown}{more}."
             preview_of = "context[0]"

@@ -21,6 +21,8 @@ class PromptTemplates:
     """
 
     system: str
+    sub_call_doc: str
+    rlm_query_doc: str
     first_user: str
     observation: str
     no_code: str

@@ -62,7 +62,9 @@ def run_with_progress(rlm: RLM, question: str, context: Any, *, budget: Budget, 
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
-    context: Annotated[list[str], typer.Option("--context", "-c", help="File, directory, glob, or - for stdin. Repeatable.")],
+    context: Annotated[
+        list[str], typer.Option("--context", "-c", help="File, directory, glob, or - for stdin. Repeatable.")
+    ],
     model: Annotated[str | None, typer.Option(help="Root model name, or 'local'. Env: RECURSA_MODEL.")] = None,
     sub_model: Annotated[str | None, typer.Option(help="Sub-call model. Env: RECURSA_SUB_MODEL.")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint. Env: OPENAI_BASE_URL.")] = None,

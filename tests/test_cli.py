@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fake_openai import FakeOpenAIServer, closed_port_url
 
 ROOT_CODE = '''I will filter the error lines first.
@@ -80,7 +79,7 @@ def test_ask_over_a_5mb_log_end_to_end(server: FakeOpenAIServer, tmp_path: Path)
     assert log.stat().st_size >= 5_000_000
     trace = tmp_path / "trace.jsonl"
     proc = recursa(
-        "Which user has the most ERROR lines?", "--context", str(log), "--model", "root-model",
+        "ask", "Which user has the most ERROR lines?", "--context", str(log), "--model", "root-model",
         "--sub-model", "sub-model", "--base-url", server.base_url, "--api-key", "sk-test", "--json",
         "--trace", str(trace),
     )
@@ -102,7 +101,7 @@ def test_ask_plain_output_and_env_defaults(server: FakeOpenAIServer, tmp_path: P
     expected = make_log(log, size=50_000)
     env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test", "RECURSA_MODEL": "root-model",
            "RECURSA_SUB_MODEL": "sub-model"}
-    proc = recursa("Which user has the most ERROR lines?", "--context", "-", env=env, stdin=log.read_text())
+    proc = recursa("ask", "Which user has the most ERROR lines?", "--context", "-", env=env, stdin=log.read_text())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == expected
 
@@ -117,26 +116,26 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -
 
 
 def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
-    proc = recursa("q", "--context", str(tmp_path / "nope.txt"), "--base-url", "http://127.0.0.1:9/v1")
+    proc = recursa("ask", "q", "--context", str(tmp_path / "nope.txt"), "--base-url", "http://127.0.0.1:9/v1")
     _assert_one_line_error(proc, "not found", "nope.txt")
 
 
 def test_empty_context_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty.txt").write_text("")
-    proc = recursa("q", "--context", str(tmp_path / "empty.txt"), "--base-url", "http://127.0.0.1:9/v1")
+    proc = recursa("ask", "q", "--context", str(tmp_path / "empty.txt"), "--base-url", "http://127.0.0.1:9/v1")
     _assert_one_line_error(proc, "empty")
 
 
 def test_binary_file_is_skipped_and_alone_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 10)
-    proc = recursa("q", "--context", str(tmp_path / "blob.bin"), "--base-url", "http://127.0.0.1:9/v1")
+    proc = recursa("ask", "q", "--context", str(tmp_path / "blob.bin"), "--base-url", "http://127.0.0.1:9/v1")
     _assert_one_line_error(proc, "empty", "binary")
     assert "blob.bin" in proc.stderr
 
 
 def test_unknown_model_is_a_clear_error(server: FakeOpenAIServer, tmp_path: Path) -> None:
     (tmp_path / "c.txt").write_text("some text")
-    proc = recursa("q", "--context", str(tmp_path / "c.txt"), "--model", "no-such-model",
+    proc = recursa("ask", "q", "--context", str(tmp_path / "c.txt"), "--model", "no-such-model",
                    "--base-url", server.base_url, "--api-key", "sk-test")
     _assert_one_line_error(proc, "no-such-model")
 
@@ -144,7 +143,7 @@ def test_unknown_model_is_a_clear_error(server: FakeOpenAIServer, tmp_path: Path
 def test_malformed_server_reply_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "c.txt").write_text("some text")
     with FakeOpenAIServer(responder=lambda r: {"raw": "this is not json", "content_type": "text/plain"}) as srv:
-        proc = recursa("q", "--context", str(tmp_path / "c.txt"), "--model", "m", "--base-url", srv.base_url,
+        proc = recursa("ask", "q", "--context", str(tmp_path / "c.txt"), "--model", "m", "--base-url", srv.base_url,
                        "--api-key", "sk-test")
     _assert_one_line_error(proc)
 
@@ -152,6 +151,6 @@ def test_malformed_server_reply_is_a_clear_error(tmp_path: Path) -> None:
 def test_server_down_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "c.txt").write_text("some text")
     url = closed_port_url()
-    proc = recursa("q", "--context", str(tmp_path / "c.txt"), "--model", "m", "--base-url", url,
+    proc = recursa("ask", "q", "--context", str(tmp_path / "c.txt"), "--model", "m", "--base-url", url,
                    "--api-key", "sk-test")
     _assert_one_line_error(proc, "127.0.0.1")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from fake_openai import FakeOpenAIServer
 from recursa import RLM, Budget, OpenAIChat
 

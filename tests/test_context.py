@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from recursa import Context, ContextError, load_context
 from recursa._context import load_paths
 

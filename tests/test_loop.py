@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from recursa import (
     RLM,
     Budget,
@@ -60,7 +59,7 @@ async def test_long_output_is_truncated_with_a_notice() -> None:
     root = ScriptedLM([code("print('a' * 50_000)"), "FINAL(ok)"])
     await RLM(root, max_output_chars=1_000).arun("q", "ctx")
     observation = user_messages(root)[-1]
-    assert "output truncated: showed 1,000 of 50,001 characters" in observation
+    assert "output truncated: showed 1,000 of 50,000 characters" in observation
     assert observation.count("a") < 1_200
 
 
@@ -162,7 +161,7 @@ def _depth_aware_root(messages: list[dict[str, str]]) -> str:
             return code("r = rlm_query('sub task: reverse abc')\nprint(r)")
         return "FINAL_VAR(r)"
     if replies == 0:
-        return code("FINAL(context.split(': ')[1][::-1])")
+        return code("FINAL(context.split()[-1][::-1])")
     raise AssertionError("unexpected call")
 
 

