@@ -125,7 +125,7 @@ def _from_paths(specs: list[str], include: Sequence[str], exclude: Sequence[str]
             metadata.append({"source": "stdin"})
             continue
         for path, display in _expand(spec, include, exclude):
-            if len(_files_seen := names) and display in _files_seen:
+            if display in names:  # the same file named twice (e.g. a directory and a glob inside it)
                 continue
             from_dir = from_dir or Path(spec).is_dir() or _is_glob(spec)
             text = _read_text(path)

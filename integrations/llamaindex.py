@@ -1,0 +1,632 @@
+"""recursa for LlamaIndex: an RLM query engine over whole document collections, and LlamaIndex LLMs as models.
+
+>>> from recursa.integrations.llamaindex import RLMQueryEngine
+>>> docs = SimpleDirectoryReader("reports/").load_data()
+>>> engine = RLMQueryEngine.from_documents(docs, llm=OpenAI(model="gpt-5-mini"))
+>>> response = engine.query("How many reports mention a late delivery, per region?")
+>>> response.response, response.source_nodes, response.metadata["stopped_reason"]
+
+A retriever query engine answers from the top-k chunks; ``RLMQueryEngine`` hands *every* node to a root
+model that explores them with code in a sandboxed REPL (``context`` is the list of node texts,
+``context_names`` their ids, ``context_metadata`` their metadata) and calls sub-models on the pieces, so
+it can count, compare and aggregate over the whole collection. It is a ``BaseQueryEngine``: the query
+events, spans and callbacks fire, and it works as a ``QueryEngineTool`` whose agent never sees the corpus.
+
+``source_nodes`` are the nodes the run actually used, found in its trace (see ``RLMQueryEngine``); the
+engine never reads ``Settings.llm``. Needs ``pip install 'recursa[llamaindex]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import queue
+import re
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+try:
+    from llama_index.core.base.base_query_engine import BaseQueryEngine
+    from llama_index.core.base.response.schema import AsyncStreamingResponse, Response, StreamingResponse
+    from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
+    from llama_index.core.indices.base import BaseIndex
+    from llama_index.core.llms import LLM, ChatMessage, ChatResponse
+    from llama_index.core.prompts.mixin import PromptMixinType
+    from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
+    from llama_index.core.settings import Settings
+except ImportError:  # pragma: no cover - exercised by a test that hides the package
+    raise ImportError(
+        "recursa.integrations.llamaindex needs llama-index-core, which is not installed. "
+        "Install it with: pip install 'recursa[llamaindex]'"
+    ) from None
+
+import anyio
+from recursa import (
+    LM,
+    RLM,
+    Budget,
+    CodeExecuted,
+    Completion,
+    Context,
+    Event,
+    IterationStarted,
+    LMCalled,
+    LMError,
+    Message,
+    Notice,
+    Price,
+    Result,
+    SubCallsStarted,
+    Usage,
+    load_context,
+)
+from recursa._pricing import cost_of
+
+__all__ = ["LlamaIndexLM", "RLMQueryEngine", "RLMStreamingResponse"]
+
+
+# -- LlamaIndex LLMs as recursa LMs -----------------------------------------------------------------------
+
+_INPUT_KEYS = ("input_tokens", "prompt_tokens", "prompt_token_count", "prompt_eval_count")
+_OUTPUT_KEYS = ("output_tokens", "completion_tokens", "candidates_token_count", "eval_count")
+
+
+class LlamaIndexLM:
+    """Any LlamaIndex ``LLM`` (``OpenAI``, ``Anthropic``, ``Ollama``, ``MockLLM``...) as a recursa ``LM``.
+
+    Calls go through the LLM's ``achat``. Token usage is read from the reply where LlamaIndex integrations
+    put it (``raw["usage"]``, ``raw["usage_metadata"]`` or ``additional_kwargs``, under OpenAI, Anthropic,
+    Gemini or Ollama key names); when a model reports none, tokens are estimated as characters / 4 so
+    token budgets still hold. Cost comes from recursa's price table for the model's name (``prices``
+    overrides or extends it); unknown models cost 0.0. A failing call raises ``LMError``.
+    """
+
+    def __init__(
+        self,
+        llm: LLM,
+        *,
+        model: str | None = None,
+        prices: Mapping[str, Price] | None = None,
+        context_chars: int | None = None,
+    ) -> None:
+        """
+        Args:
+            llm: the LlamaIndex LLM to call.
+            model: the name recursa reports and prices by; default: the LLM's ``model`` (or metadata).
+            prices: per-model prices, US dollars per million tokens, over recursa's defaults.
+            context_chars: how many characters the model can read at once, when its window is small
+                (recursa shows it less REPL output and sizes sub-call prompts to match).
+        """
+        self.llm = llm
+        self.model = model or _llm_name(llm)
+        self.prices = prices
+        self.context_chars = context_chars
+
+    def __repr__(self) -> str:
+        return f"LlamaIndexLM({type(self.llm).__name__}, model={self.model!r})"
+
+    async def complete(self, messages: list[Message], **params: Any) -> Completion:
+        request = [ChatMessage(role=m.get("role", "user"), content=m["content"]) for m in messages]
+        try:
+            reply = await self.llm.achat(request, **params)
+        except Exception as exc:
+            raise LMError(f"The LlamaIndex LLM {self.model!r} failed: {type(exc).__name__}: {exc}",
+                          model=self.model) from exc
+        text = reply.message.content or ""
+        usage = _reply_usage(reply)
+        if usage is None:
+            prompt_chars = sum(len(m["content"]) for m in messages)
+            usage = Usage(max(1, prompt_chars // 4), max(1, len(text) // 4))
+        served = _field(reply.raw, "model")
+        served = served if isinstance(served, str) and served else self.model
+        return Completion(text=text, usage=usage, cost_usd=cost_of(served, usage, self.prices), model=served)
+
+
+def _llm_name(llm: LLM) -> str:
+    for attr in ("model", "model_name"):
+        value = getattr(llm, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    try:
+        name = llm.metadata.model_name
+    except Exception:  # noqa: BLE001 - some LLMs compute metadata lazily and may fail offline
+        name = None
+    return name if name and name != "unknown" else type(llm).__name__
+
+
+def _field(obj: Any, key: str) -> Any:
+    """``obj[key]`` for mappings, ``obj.key`` for objects (pydantic models, SDK responses), else None."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _reply_usage(reply: ChatResponse) -> Usage | None:
+    """Token counts a LlamaIndex reply carries, wherever its integration put them; None when it has none."""
+    raw, extra = reply.raw, reply.additional_kwargs
+    candidates = [_field(raw, "usage"), _field(raw, "usage_metadata"), _field(extra, "usage"), extra, raw]
+    for usage in candidates:
+        if not usage:
+            continue
+        found_in = next((v for k in _INPUT_KEYS if isinstance(v := _field(usage, k), int | float)), None)
+        found_out = next((v for k in _OUTPUT_KEYS if isinstance(v := _field(usage, k), int | float)), None)
+        if found_in is not None or found_out is not None:
+            return Usage(int(found_in or 0), int(found_out or 0))
+    return None
+
+
+def _as_lm(model: LLM | LM | None) -> LM | None:
+    if model is None or isinstance(model, LLM):
+        return LlamaIndexLM(model) if model is not None else None
+    if isinstance(model, LM):
+        return model
+    raise TypeError(f"Expected a LlamaIndex LLM or a recursa LM, not {type(model).__name__}.")
+
+
+# -- which nodes a run used -----------------------------------------------------------------------------
+
+_SHARED: tuple[int, ...] = ()
+"""Index entry of a window too common to say anything about which node it came from."""
+_SPAN = 1 << 40
+"""Packs (node, offset) into one int: node * _SPAN + offset."""
+_MIN_WHOLE = 8
+_TOKEN = re.compile(r"[^\s'\"`()\[\]{}<>,;|=.:!?*#]+(?:[.:!?*#]+[^\s'\"`()\[\]{}<>,;|=.:!?*#]+)*")
+"""A word that may be a node id: no spaces, quotes, brackets or ``=``; no punctuation at either end."""
+_MAX_NAMED = 20
+
+
+class _SourceFinder:
+    """Finds the nodes a run used in what it printed and sent to sub-models.
+
+    A node counts as used when, in one code output or one sub-call prompt,
+
+    - ``min_chars`` consecutive characters of its text appear verbatim (or its whole text, when shorter,
+      of at least 8 characters), and that stretch is not just part of a longer stretch of another node
+      (a phrase many reports share is credited to the report it was printed from); or
+    - its name (node id) appears as a word, if it has at least 4 characters and is not a plain number, in
+      an output that names at most 20 nodes (a longer list is a listing, not a use).
+
+    Each node's text is cut into windows of ``min_chars // 2`` characters at aligned offsets, so any shared
+    stretch of ``min_chars`` characters contains a whole window. Scanning costs one dict lookup per
+    character of the observed text plus an exact comparison per stretch found, never a pass per node;
+    windows that more than ``max_shared`` nodes share are boilerplate and not indexed. The scan skips over
+    each stretch it finds, so a prompt holding whole nodes costs about one lookup per node. The score is
+    the share of the node's text that appeared (0.0 when only its name did).
+    """
+
+    def __init__(
+        self, texts: Sequence[str], names: Sequence[str], *, min_chars: int = 40, max_shared: int = 32
+    ) -> None:
+        self.texts = texts
+        self.min_chars = min_chars
+        self.width = width = max(4, min_chars // 2)
+        index: dict[int, Any] = {}
+        short: dict[int, list[int]] = {}
+        for doc, text in enumerate(texts):
+            if len(text) < width:
+                if len(text.strip()) >= _MIN_WHOLE:
+                    short.setdefault(hash(text.strip()[:_MIN_WHOLE]), []).append(doc)
+                continue
+            for k in range(0, len(text) - width + 1, width):
+                key, packed = hash(text[k:k + width]), doc * _SPAN + k
+                entry = index.get(key)
+                if entry is None:
+                    index[key] = packed
+                elif type(entry) is int:
+                    index[key] = [entry, packed]
+                elif entry is not _SHARED:
+                    entry.append(packed)
+                    if len(entry) > max_shared:
+                        index[key] = _SHARED
+        self.index, self.short = index, short
+        self.names: dict[str, list[int]] = {}
+        self.odd_names: list[tuple[str, int]] = []
+        for doc, name in enumerate(names):
+            if len(name) < 4 or name.isdigit():
+                continue
+            if _TOKEN.fullmatch(name):
+                self.names.setdefault(name, []).append(doc)
+            else:
+                self.odd_names.append((name, doc))
+        self.name_set = frozenset(self.names)
+
+    def find(self, observed: Iterable[str]) -> dict[int, float]:
+        """Node index -> score, for every node used in ``observed`` (code outputs and sub-call prompts)."""
+        seen: dict[int, list[tuple[int, int]]] = {}  # node -> stretches of its text that appeared
+        named: set[int] = set()
+        for obs in observed:
+            for start, end, doc, at in _undominated(self._stretches(obs)):
+                seen.setdefault(doc, []).append((at, at + end - start))
+            named |= self._named(obs)
+        scores = {doc: min(1.0, _covered(spans) / max(1, len(self.texts[doc].strip()))) for doc, spans in seen.items()}
+        for doc in named:
+            scores.setdefault(doc, 0.0)
+        return scores
+
+    def _stretches(self, obs: str) -> list[tuple[int, int, int, int]]:
+        """Every maximal stretch ``(start, end, node, offset)`` of ``obs`` long enough to count for its node."""
+        width, texts, get = self.width, self.texts, self.index.get
+        found: list[tuple[int, int, int, int]] = []
+        reach: dict[tuple[int, int], int] = {}  # (node, obs offset - text offset) -> end of the stretch found
+        skip_to = 0  # positions before it lie inside a stretch found already
+        for i in range(len(obs) - width + 1):
+            if i < skip_to:
+                continue
+            entry = get(hash(obs[i:i + width]))
+            if entry is None:
+                continue
+            for packed in (entry,) if type(entry) is int else entry:
+                doc, k = divmod(packed, _SPAN)
+                if reach.get((doc, i - k), -1) >= i + width:
+                    continue  # inside a stretch already found
+                text = texts[doc]
+                if obs[i:i + width] != text[k:k + width]:
+                    continue  # a hash collision
+                back = _common_suffix(obs, i, text, k)
+                ahead = _common_prefix(obs, i + width, text, k + width)
+                start, end = i - back, i + width + ahead
+                reach[(doc, i - k)] = end
+                if end - start >= min(self.min_chars, len(text)):
+                    found.append((start, end, doc, k - back))
+                    skip_to = max(skip_to, end - width + 1)
+        if self.short:
+            short_get = self.short.get
+            for i in range(len(obs) - _MIN_WHOLE + 1):
+                for doc in short_get(hash(obs[i:i + _MIN_WHOLE]), ()):
+                    whole = texts[doc].strip()
+                    if obs.startswith(whole, i):
+                        found.append((i, i + len(whole), doc, 0))
+        return found
+
+    def _named(self, obs: str) -> set[int]:
+        docs = {doc for name in set(_TOKEN.findall(obs)) & self.name_set for doc in self.names[name]}
+        docs.update(doc for name, doc in self.odd_names if name in obs)
+        return docs if len(docs) <= _MAX_NAMED else set()
+
+
+def _common_prefix(a: str, i: int, b: str, j: int) -> int:
+    """Length of the common prefix of a[i:] and b[j:], compared in blocks."""
+    n, step = 0, 256
+    while True:
+        m = min(step, len(a) - i - n, len(b) - j - n)
+        if m <= 0:
+            return n
+        if a[i + n:i + n + m] == b[j + n:j + n + m]:
+            n, step = n + m, min(step * 2, 1 << 16)
+            continue
+        while m > 1:  # the first difference is within the next m characters: halve
+            half = m // 2
+            if a[i + n:i + n + half] == b[j + n:j + n + half]:
+                n, m = n + half, m - half
+            else:
+                m = half
+        return n
+
+
+def _common_suffix(a: str, i: int, b: str, j: int) -> int:
+    """Length of the common suffix of a[:i] and b[:j]."""
+    n, step = 0, 256
+    while True:
+        m = min(step, i - n, j - n)
+        if m <= 0:
+            return n
+        if a[i - n - m:i - n] == b[j - n - m:j - n]:
+            n, step = n + m, min(step * 2, 1 << 16)
+            continue
+        while m > 1:
+            half = m // 2
+            if a[i - n - half:i - n] == b[j - n - half:j - n]:
+                n, m = n + half, m - half
+            else:
+                m = half
+        return n
+
+
+def _undominated(stretches: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """The stretches not strictly inside a longer stretch (of another node) of the same text."""
+    kept: list[tuple[int, int, int, int]] = []
+    furthest, last, last_kept = -1, (-1, -1), False
+    for stretch in sorted(stretches, key=lambda s: (s[0], -s[1])):
+        if stretch[:2] != last:  # a new range: kept unless an earlier one reaches as far
+            last, last_kept = stretch[:2], stretch[1] > furthest
+            furthest = max(furthest, stretch[1])
+        if last_kept:
+            kept.append(stretch)
+    return kept
+
+
+def _covered(spans: list[tuple[int, int]]) -> int:
+    """How many characters the union of ``spans`` covers."""
+    total, reach = 0, 0
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def _observed(trace: Iterable[Event]) -> list[str]:
+    """What a run saw of its context: every code output and every sub-call prompt, at every depth."""
+    texts: dict[str, None] = {}
+    for event in trace:
+        if isinstance(event, CodeExecuted) and event.output:
+            texts[event.output] = None
+        elif isinstance(event, LMCalled) and event.role == "sub" and event.prompt:
+            texts[event.prompt] = None
+    return list(texts)
+
+
+# -- streaming ----------------------------------------------------------------------------------------------
+
+
+class RLMStreamingResponse(StreamingResponse):
+    """The ``StreamingResponse`` of ``RLMQueryEngine(streaming=True).query``.
+
+    ``response_gen`` yields progress lines (``"[recursa] iteration 2\\n"``) while the run works, then the
+    answer; ``str(response)``, ``get_response()`` and ``response_txt`` hold the answer alone, and
+    ``source_nodes`` and ``metadata`` are filled in when the run ends.
+    """
+
+    def _drain(self, echo: bool) -> None:
+        for text in self.response_gen or ():
+            if echo:
+                print(text, end="", flush=True)
+
+    def __str__(self) -> str:
+        self._drain(echo=False)
+        return self.response_txt or "None"
+
+    def get_response(self) -> Response:
+        self._drain(echo=False)
+        return Response(self.response_txt, self.source_nodes, self.metadata)
+
+    def print_response_stream(self) -> None:
+        if self.response_txt is None:
+            self._drain(echo=True)
+            print()
+        else:
+            print(self.response_txt)
+
+
+def _progress_line(event: Event) -> str | None:
+    """One line of streamed progress for an event of the top-level run, or None."""
+    if isinstance(event, SubCallsStarted):
+        kind = "recursive sub-call" if event.recursive else "sub-call"
+        return f"[recursa]   {event.count} {kind}{'s' if event.count != 1 else ''}\n"
+    if event.depth:
+        return None
+    if isinstance(event, IterationStarted):
+        return f"[recursa] iteration {event.iteration}\n"
+    if isinstance(event, CodeExecuted):
+        error = "; it raised an error" if event.error else ""
+        return f"[recursa]   ran code: {len(event.output):,} characters of output{error}\n"
+    if isinstance(event, Notice):
+        return f"[recursa]   {event.message}\n"
+    return None
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+# -- the query engine ---------------------------------------------------------------------------------------
+
+
+class RLMQueryEngine(BaseQueryEngine):
+    """A query engine that reasons over every node with a Recursive Language Model.
+
+    ``query``/``aquery`` return a ``Response``: ``response`` is the run's answer (None when a budget ran
+    out before one), ``metadata`` holds ``Result.to_dict()`` (``stopped_reason``, ``iterations``,
+    ``sub_calls``, ``usage``, ``cost_usd``, ``duration_s``, ``run_id``, ``error``) plus ``trace``, the
+    list of trace events. With ``streaming=True`` they return an ``RLMStreamingResponse`` (an
+    ``AsyncStreamingResponse`` for ``aquery``) whose generator yields progress lines, then the answer.
+
+    ``source_nodes`` are the nodes the run used, in corpus order: those whose text (a run of
+    ``source_min_chars`` characters, or the whole text when shorter) or id appeared in what the REPL
+    code printed or sent to sub-models. Each ``score`` is the share of the node's text that appeared
+    (0.0 when only its id did). Nodes the run never looked at are not sources.
+
+    The REPL code sees ``context`` (the node texts, without metadata), ``context_names`` (the node ids)
+    and ``context_metadata`` (each node's metadata, plus ``ref_doc_id`` for chunks of a larger document).
+    Build it with ``from_documents``, ``from_nodes`` or ``from_index``. Models: pass a configured
+    ``rlm``, or ``llm`` (and ``sub_llm``) as LlamaIndex LLMs or recursa LMs; with neither, recursa's
+    default model is used (the configured OpenAI-compatible endpoint, else the embedded local model),
+    created at the first query. ``Settings.llm`` is never read.
+    """
+
+    def __init__(
+        self,
+        nodes: Sequence[BaseNode | NodeWithScore],
+        *,
+        rlm: RLM | None = None,
+        llm: LLM | LM | None = None,
+        sub_llm: LLM | LM | None = None,
+        budget: Budget | None = None,
+        streaming: bool = False,
+        stream_progress: bool = True,
+        source_min_chars: int = 40,
+        callback_manager: CallbackManager | None = None,
+    ) -> None:
+        """
+        Args:
+            nodes: the nodes (or documents) to reason over; each becomes one entry of the REPL's ``context``.
+            rlm: a configured ``RLM`` (models, budget, sandbox limits); excludes ``llm``/``sub_llm``.
+            llm: the root model, a LlamaIndex ``LLM`` or a recursa ``LM``; default: recursa's default model.
+            sub_llm: the model ``llm_query`` calls; default: the root model.
+            budget: the budget of each query; default: the RLM's.
+            streaming: return streaming responses (progress, then the answer).
+            stream_progress: with ``streaming``, yield progress lines before the answer (else only it).
+            source_min_chars: how many consecutive characters of a node's text must appear in what the
+                run printed or sent to sub-models for it to count as a source.
+            callback_manager: LlamaIndex callbacks; default: ``Settings.callback_manager``.
+        """
+        if rlm is not None and (llm is not None or sub_llm is not None):
+            raise ValueError("Pass either rlm= or llm=/sub_llm=, not both: an RLM already has its models.")
+        super().__init__(callback_manager=callback_manager or Settings.callback_manager)
+        self.nodes: list[BaseNode] = [n.node if isinstance(n, NodeWithScore) else n for n in nodes]
+        if not self.nodes:
+            raise ValueError("RLMQueryEngine needs at least one node or document to reason over.")
+        self.context = load_context(Context(
+            documents=[node.get_content(metadata_mode=MetadataMode.NONE) for node in self.nodes],
+            names=[node.node_id for node in self.nodes],
+            metadata=[_node_metadata(node) for node in self.nodes],
+            as_list=True,
+        ))
+        self._rlm = rlm
+        self._root, self._sub = _as_lm(llm), _as_lm(sub_llm)
+        self.budget = budget
+        self.streaming = streaming
+        self.stream_progress = stream_progress
+        self.source_min_chars = source_min_chars
+        self._finder: _SourceFinder | None = None
+        self._finder_lock = threading.Lock()
+
+    @classmethod
+    def from_documents(cls, documents: Sequence[BaseNode], **kwargs: Any) -> RLMQueryEngine:
+        """An engine over whole documents (no chunking): each document is one entry of ``context``."""
+        return cls(documents, **kwargs)
+
+    @classmethod
+    def from_nodes(cls, nodes: Sequence[BaseNode | NodeWithScore], **kwargs: Any) -> RLMQueryEngine:
+        """An engine over the given nodes (or ``NodeWithScore``s, e.g. a retriever's results)."""
+        return cls(nodes, **kwargs)
+
+    @classmethod
+    def from_index(cls, index: BaseIndex, **kwargs: Any) -> RLMQueryEngine:
+        """An engine over every node of ``index`` (read from its docstore), not a top-k retrieval."""
+        struct = index.index_struct
+        ids = list(getattr(struct, "nodes_dict", {}).values()) or list(getattr(struct, "nodes", []) or [])
+        docstore = index.docstore
+        nodes = docstore.get_nodes(ids, raise_error=False) if ids else list(docstore.docs.values())
+        if not nodes:
+            raise ValueError(
+                f"The {type(index).__name__} has no nodes in its docstore (a vector store that keeps the "
+                "text itself leaves it empty): build the index with store_nodes_override=True, "
+                "or use from_nodes."
+            )
+        return cls(nodes, **kwargs)
+
+    @property
+    def rlm(self) -> RLM:
+        """The RLM that answers queries; recursa's default model is created here at first use."""
+        if self._rlm is None:
+            self._rlm = RLM(root=self._root, sub=self._sub)
+        return self._rlm
+
+    def _get_prompt_modules(self) -> PromptMixinType:
+        return {}
+
+    # -- queries --------------------------------------------------------------------------------------------
+
+    def _query(self, query_bundle: QueryBundle) -> Response | RLMStreamingResponse:
+        question = query_bundle.query_str
+        with self.callback_manager.event(CBEventType.QUERY, payload={EventPayload.QUERY_STR: question}) as ev:
+            if self.streaming:
+                response: Response | RLMStreamingResponse = RLMStreamingResponse(response_gen=iter(()))
+                response.response_gen = self._stream(question, response)
+            else:
+                result = self.rlm.run(question, self.context, budget=self.budget)
+                response = Response(result.answer, *self._sources(result))
+            ev.on_end(payload={EventPayload.RESPONSE: response})
+        return response
+
+    async def _aquery(self, query_bundle: QueryBundle) -> Response | AsyncStreamingResponse:
+        question = query_bundle.query_str
+        with self.callback_manager.event(CBEventType.QUERY, payload={EventPayload.QUERY_STR: question}) as ev:
+            if self.streaming:
+                response: Response | AsyncStreamingResponse = AsyncStreamingResponse(None)  # type: ignore[arg-type]
+                response.response_gen = self._astream(question, response)
+            else:
+                result = await self.rlm.arun(question, self.context, budget=self.budget)
+                response = Response(result.answer, *await anyio.to_thread.run_sync(self._sources, result))
+            ev.on_end(payload={EventPayload.RESPONSE: response})
+        return response
+
+    def _stream(self, question: str, response: RLMStreamingResponse) -> Iterator[str]:
+        """Run in a thread with its own event loop; yield progress as events arrive, then the answer."""
+        items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        handle: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
+
+        async def run() -> Result:
+            handle.append((asyncio.get_running_loop(), asyncio.current_task()))  # type: ignore[arg-type]
+            return await self.rlm.arun(question, self.context, budget=self.budget, on_event=items.put)
+
+        def work() -> None:
+            try:
+                items.put(asyncio.run(run()))
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+                items.put(_Failed(exc))
+
+        thread = threading.Thread(target=work, name="recursa-llamaindex-stream", daemon=True)
+        thread.start()
+        item: Any = None
+        try:
+            while not isinstance(item := items.get(), Result | _Failed):
+                if self.stream_progress and (line := _progress_line(item)):
+                    yield line
+        finally:
+            if not isinstance(item, Result | _Failed) and handle:  # the consumer stopped early: cancel
+                loop, task = handle[0]
+                with contextlib.suppress(RuntimeError):  # the loop closed: the run ended meanwhile
+                    loop.call_soon_threadsafe(task.cancel)
+            thread.join()
+        if isinstance(item, _Failed):
+            raise item.exc
+        yield from self._finish(item, response, *self._sources(item))
+
+    async def _astream(self, question: str, response: AsyncStreamingResponse) -> AsyncIterator[str]:
+        """Run as a task; yield progress as events arrive, then the answer."""
+        events: asyncio.Queue[Event | None] = asyncio.Queue()
+        task = asyncio.ensure_future(
+            self.rlm.arun(question, self.context, budget=self.budget, on_event=events.put_nowait)
+        )
+        task.add_done_callback(lambda _: events.put_nowait(None))
+        try:
+            while (event := await events.get()) is not None:
+                if self.stream_progress and (line := _progress_line(event)):
+                    yield line
+            result = task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with anyio.CancelScope(shield=True):
+                    await asyncio.gather(task, return_exceptions=True)
+        for chunk in self._finish(result, response, *await anyio.to_thread.run_sync(self._sources, result)):
+            yield chunk
+
+    def _finish(
+        self, result: Result, response: Any, source_nodes: list[NodeWithScore], metadata: dict[str, Any]
+    ) -> Iterator[str]:
+        """The streams' last step: fill in the response, then yield the answer (``response_txt`` is the answer
+        alone, also after LlamaIndex's own stream readers have appended every chunk to it)."""
+        response.source_nodes, response.metadata = source_nodes, metadata
+        answer = result.answer or ""
+        if self.stream_progress:
+            yield f"[recursa] done ({result.stopped_reason}) after {result.iterations} iteration(s)\n\n"
+        response.response_txt = answer
+        yield answer
+        response.response_txt = answer
+
+    def _sources(self, result: Result) -> tuple[list[NodeWithScore], dict[str, Any]]:
+        """The nodes ``result`` used (see the class docstring) and the response metadata."""
+        with self._finder_lock:
+            if self._finder is None:
+                self._finder = _SourceFinder(self.context.documents, self.context.names,
+                                             min_chars=self.source_min_chars)
+        scores = self._finder.find(_observed(result.trace))
+        nodes = [NodeWithScore(node=self.nodes[i], score=round(scores[i], 4)) for i in sorted(scores)]
+        return nodes, {**result.to_dict(), "trace": result.trace}
+
+
+def _node_metadata(node: BaseNode) -> dict[str, Any]:
+    """A node's ``context_metadata``: its metadata (as JSON values) and the id of its source document."""
+    metadata = dict(node.metadata)
+    if node.ref_doc_id and node.ref_doc_id != node.node_id:
+        metadata.setdefault("ref_doc_id", node.ref_doc_id)
+    return json.loads(json.dumps(metadata, default=str))
+
