@@ -7,12 +7,14 @@ a session's) and follows the paper's steps: prompt, code, execute, FINAL?
 from __future__ import annotations
 
 import asyncio
+import re
 import concurrent.futures
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import anyio
@@ -522,12 +524,13 @@ class _Run:
             shown = ", ".join(f"{name} ({length:,} chars)" for name, length in pairs)
             more = f", and {len(lengths) - 20} more" if len(lengths) > 20 else ""
             summary = f"a list of {len(lengths)} documents, {info['total_chars']:,} characters in all: {shown}{more}."
-            preview_of = "context[0]"
+            example = self.rlm.prompts.example_list
         else:
             summary = f"one string of {info['total_chars']:,} characters."
-            preview_of = "context"
+            example = self.rlm.prompts.example_str
+        example = Template(example).substitute(keyword=search_hint(self.question))
         return self._render("first_user", question=self.question, context_summary=summary,
-                            preview_of=preview_of, preview=info["preview"])
+                            preview=info["preview"], example=example)
 
     def _truncate(self, text: str) -> str:
         limit = self.rlm.max_output_chars
@@ -546,6 +549,31 @@ class _Run:
         return Result(answer=answer, stopped_reason=reason, iterations=self.iteration, sub_calls=self.sub_calls,
                       usage=self.usage, cost_usd=self.cost_usd, duration_s=duration, run_id=self.run_id,
                       trace=self.trace, error=error)
+
+
+_STOPWORDS = frozenset(
+    "the a an of for in on at to is are was were be what which who whom whose when where why how many much "
+    "does do did has have had this that these those with from by and or not it its as mentioned provided text "
+    "context document documents give list find tell me all each every there their than then".split()
+)
+
+
+def search_hint(question: str) -> str:
+    """The question's most distinctive word, as a regex, for the first-step example in the prompt.
+
+    Small models copy the example's search literally, so it should search for something real: a word
+    with digits, dashes or capitals beats a long word, which beats a short one.
+    """
+    words = [w.strip(".,;:!?\"'()[]{}") for w in question.split()]
+    words = [w for w in words if len(w) > 2 and w.lower() not in _STOPWORDS]
+    if not words:
+        return "TODO"
+
+    def score(word: str) -> tuple[int, int]:
+        special = any(c.isdigit() for c in word) or "-" in word or "_" in word or word[1:] != word[1:].lower()
+        return (1 if special else 0, len(word))
+
+    return re.escape(max(words, key=score))
 
 
 def _format_result(result: ExecResult) -> str:

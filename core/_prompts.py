@@ -24,6 +24,8 @@ class PromptTemplates:
     sub_call_doc: str
     rlm_query_doc: str
     first_user: str
+    example_str: str
+    example_list: str
     observation: str
     no_code: str
     early_final: str

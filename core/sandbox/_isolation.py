@@ -1,0 +1,167 @@
+"""Host-side preparation of a worker: its scrubbed environment, its files, and a probe of what the
+kernel lets it do. The isolation itself happens inside the worker (``_worker.py``)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import site
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .._context import Context
+from ._api import SandboxLimits
+from ._protocol import HEADER, decode
+
+__all__ = ["Workspace", "probe_mechanisms", "worker_command", "worker_env"]
+
+NOBODY = 65534
+WORKER_SCRIPT = Path(__file__).with_name("_worker.py")
+HOST_MECHANISMS = ["scrubbed environment (no API keys)"]
+
+_ENV_ALLOW = {"PATH", "LANG", "LANGUAGE", "TZ", "TERM", "PYTHONHASHSEED"}
+_SECRET_NAME = re.compile(
+    r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION|^OPENAI_|^ANTHROPIC_|^AWS_|^AZURE_|^GOOGLE_|^HF_",
+    re.IGNORECASE,
+)
+_USE_NAMESPACES = True
+"""Tests switch this off to exercise the fallback a kernel without user namespaces gets."""
+_ENCODE_CHUNK = 1 << 24  # characters encoded at a time, so writing a huge context needs no second full copy
+
+
+def worker_env(workdir: str, extra: Mapping[str, str]) -> dict[str, str]:
+    """A short allow-list of the host's environment plus ``extra``; anything that looks like a secret is refused."""
+    for name in extra:
+        if _SECRET_NAME.search(name):
+            raise ValueError(f"SandboxLimits.extra_env may not carry secrets, and {name!r} looks like one; drop it.")
+    env = {
+        k: v for k, v in os.environ.items() if (k in _ENV_ALLOW or k.startswith("LC_")) and not _SECRET_NAME.search(k)
+    }
+    env.setdefault("PATH", os.defpath)
+    env.update(HOME=workdir, TMPDIR=workdir)
+    env.update(extra)
+    return env
+
+
+def worker_command(config_path: str) -> list[str]:
+    """``-I``: ignore PYTHON* variables and the user's site; ``-S``: skip site and its .pth files, which cost
+    ~100 ms per start (the site-packages directories are added from the config instead)."""
+    return [sys.executable or "python3", "-I", "-S", str(WORKER_SCRIPT), config_path]
+
+
+@functools.cache
+def _site_dirs() -> tuple[str, ...]:
+    """The interpreter's site-packages (the venv's, in a venv), so model code can import numpy and co."""
+    try:
+        dirs = site.getsitepackages()
+    except AttributeError:  # some embedded or frozen interpreters
+        dirs = [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")]
+    return tuple(d for d in dirs if os.path.isdir(d))
+
+
+@dataclass
+class Workspace:
+    """The temporary directory of one sandbox: the context file, the worker's config and its work dir."""
+
+    base: str
+    work: str
+    config_path: str
+    log_path: str
+    context_bytes: int
+
+    @classmethod
+    def create(cls, context: Context, limits: SandboxLimits, *, sub_calls: bool, probe: bool = False) -> Workspace:
+        """Write the context once (UTF-8, concatenated, with a span per document) for every worker of this sandbox.
+
+        Blocking; the host calls it in a thread. Root hands the work dir to uid 65534, which the worker drops to;
+        the context and config stay root-only because the worker opens them before dropping privileges.
+        """
+        base = tempfile.mkdtemp(prefix="recursa-")
+        try:
+            work = os.path.join(base, "work")
+            os.mkdir(work, 0o700)
+            if os.geteuid() == 0:
+                os.chmod(base, 0o711)
+                os.chown(work, NOBODY, NOBODY)
+            context_path = os.path.join(base, "context.txt")
+            spans = _write_documents(context_path, context.documents)
+            config = {
+                "context_path": context_path,
+                "spans": spans,
+                "names": list(context.names),
+                "metadata": list(context.metadata),
+                "as_list": bool(context.as_list) or len(context.documents) != 1,
+                "workdir": work,
+                "site_dirs": list(_site_dirs()),
+                "limits": {k: v for k, v in asdict(limits).items() if k != "extra_env"},
+                "sub_calls": sub_calls,
+                "probe": probe,
+                "namespaces": _USE_NAMESPACES,
+            }
+            config_path = os.path.join(base, "config.json")
+            fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(fd, "w", encoding="utf-8") as f:
+                json.dump(config, f, default=str)
+            return cls(base, work, config_path, os.path.join(base, "worker.log"), spans[-1][1] if spans else 0)
+        except BaseException:
+            shutil.rmtree(base, ignore_errors=True)
+            raise
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()[-chars:].strip()
+        except OSError:
+            return ""
+
+    def remove(self) -> None:
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _write_documents(path: str, documents: list[str]) -> list[tuple[int, int]]:
+    spans = []
+    pos = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "wb") as f:
+        for doc in documents:
+            start = pos
+            for i in range(0, len(doc), _ENCODE_CHUNK):
+                data = doc[i : i + _ENCODE_CHUNK].encode("utf-8", "surrogatepass")
+                f.write(data)
+                pos += len(data)
+            spans.append((start, pos))
+    return spans
+
+
+@functools.cache
+def probe_mechanisms() -> tuple[str, ...]:
+    """Start a worker once with a tiny context and ask which protections it managed to set up."""
+    workspace = Workspace.create(Context(["probe"]), SandboxLimits(), sub_calls=False, probe=True)
+    try:
+        with open(workspace.log_path, "ab") as log:
+            proc = subprocess.run(
+                worker_command(workspace.config_path),
+                input=b"",
+                stdout=subprocess.PIPE,
+                stderr=log,
+                cwd=workspace.work,
+                env=worker_env(workspace.work, {}),
+                start_new_session=True,
+                timeout=60,
+                check=False,
+            )
+        data = proc.stdout
+        if len(data) < HEADER.size:
+            return ("unavailable: the worker did not start (" + (workspace.log_tail(300) or "no output") + ")",)
+        (size,) = HEADER.unpack(data[: HEADER.size])
+        message = decode(data[HEADER.size : HEADER.size + size])
+        return (*message.get("mechanisms", []), *HOST_MECHANISMS)
+    finally:
+        workspace.remove()
