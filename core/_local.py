@@ -6,10 +6,13 @@ assembled and verified on first use (see ``_model_store``).
 
 Design choices, and why:
 
-- **One model per process.** Loading costs ~1 GB of memory and a second or two, so every
-  ``LocalLlama`` with the same file and ``n_ctx`` shares one ``llama_cpp.Llama``. It is not
-  thread-safe, and on a few cores concurrent decodes only fight over them, so calls are serialised
-  by a lock and run in a worker thread, keeping the event loop free.
+- **One model per process, one call at a time per machine.** Loading costs ~1 GB of memory and a
+  few seconds, so every ``LocalLlama`` with the same file and ``n_ctx`` shares one
+  ``llama_cpp.Llama``. Calls run in a worker thread (the event loop stays free), one at a time: the
+  model is not thread-safe, and each call already uses every core. For the same reason calls are
+  also serialised across processes by an advisory file lock in the model cache: llama.cpp threads
+  spin while they wait, so several processes decoding at once on 2 cores fell to 0.8 tokens/s each
+  (measured) against ~10-15 for one at a time.
 - **Cancellable between tokens.** A cancelled ``complete()`` (a budget timeout, Ctrl-C) stops the
   generation at the next token instead of running on for up to ``max_tokens`` (~100 s at 10
   tokens/s). Prompt evaluation itself cannot be interrupted.
@@ -17,6 +20,9 @@ Design choices, and why:
   ``n_ctx``; otherwise ``complete()`` raises ``LMError`` saying how many tokens were sent and how
   many characters fit. Truncating would let a sub-call answer about text it never saw; the error
   (which reaches the model's code as the exception of ``llm_query``) tells it to split the text.
+- **A build for the wrong CPU fails politely.** Before the first load with a given llama-cpp-python
+  build, a child process decodes a few tokens; a crash there (SIGILL/SIGSEGV) becomes a
+  ``ModelInstallError`` with the rebuild command instead of killing the host. Remembered per build.
 - The chat template is the one in the GGUF file, rendered by llama-cpp-python's own
   ``Jinja2ChatFormatter`` exactly as ``create_chat_completion`` does. Formatting and tokenising
   here rather than inside it gives the exact prompt length before the call and a per-token stop
@@ -26,10 +32,14 @@ Design choices, and why:
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
+import signal
+import subprocess
 import sys
 import threading
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +48,7 @@ import anyio.to_thread
 
 from ._exceptions import LMError, ModelInstallError
 from ._lm import Completion, Message, Usage
-from ._model_store import EMBEDDED_MODEL, ensure_model, model_path
+from ._model_store import EMBEDDED_MODEL, _locked, ensure_model, model_path
 
 __all__ = ["LocalLlama"]
 
@@ -48,9 +58,7 @@ _CHARS_PER_TOKEN = 3
 """For saying how much text fits: Qwen's tokenizer averages ~4 characters a token on prose, ~3 on code."""
 _MAX_CHARS_PER_TOKEN = 16
 """No real text packs more into a token, so longer prompts are rejected before tokenising them."""
-_SAMPLING = frozenset(
-    {"temperature", "max_tokens", "stop", "top_p", "top_k", "min_p", "seed", "repeat_penalty"}
-)
+_SAMPLING = frozenset({"temperature", "max_tokens", "stop", "top_p", "top_k", "min_p", "seed", "repeat_penalty"})
 
 
 @dataclass
@@ -81,6 +89,7 @@ class LocalLlama:
         model_path: str | os.PathLike[str] | None = None,
         n_ctx: int = 8192,
         n_threads: int | None = None,
+        n_gpu_layers: int = -1,
         temperature: float = 0.0,
         max_tokens: int = 1024,
         model: str | None = None,
@@ -90,6 +99,8 @@ class LocalLlama:
             model_path: a GGUF file to run instead of the embedded model (used as is, not verified).
             n_ctx: context window in tokens; the prompt plus ``max_tokens`` must fit in it.
             n_threads: CPU threads; default: the physical cores this process may run on.
+            n_gpu_layers: layers to offload to a GPU when llama-cpp-python was built with one
+                (CUDA, Metal, Vulkan); -1, the default, offloads all. A CPU-only build ignores it.
             temperature: 0 (the default) is greedy decoding: reproducible answers.
             max_tokens: the longest reply, in tokens.
             model: the name reported in completions and traces.
@@ -103,6 +114,7 @@ class LocalLlama:
         self._model_path = Path(model_path) if model_path is not None else None
         self.n_ctx = n_ctx
         self.n_threads = n_threads or _available_cores()
+        self.n_gpu_layers = n_gpu_layers
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.model = model or (self._model_path.stem if self._model_path else EMBEDDED_MODEL.name)
@@ -125,17 +137,13 @@ class LocalLlama:
             raise TypeError(f"LocalLlama.complete() got unsupported parameters: {unknown}.")
         cancelled = threading.Event()
         try:
-            return await anyio.to_thread.run_sync(
-                self._complete, messages, params, cancelled, abandon_on_cancel=True
-            )
+            return await anyio.to_thread.run_sync(self._complete, messages, params, cancelled, abandon_on_cancel=True)
         finally:
             cancelled.set()  # after a cancellation the thread sees this at its next token and stops
 
     # -- in the worker thread -----------------------------------------------------------------------
 
-    def _complete(
-        self, messages: list[Message], params: dict[str, Any], cancelled: threading.Event
-    ) -> Completion:
+    def _complete(self, messages: list[Message], params: dict[str, Any], cancelled: threading.Event) -> Completion:
         options = {"temperature": self.temperature, "max_tokens": self.max_tokens, "repeat_penalty": 1.0}
         options.update(params)
         max_tokens = int(options["max_tokens"])
@@ -144,7 +152,7 @@ class LocalLlama:
         loaded = self._loaded()
         from llama_cpp import StoppingCriteriaList  # importable once the model has loaded
 
-        with loaded.lock:
+        with loaded.lock, _locked(model_path().parent / "cpu"):
             if cancelled.is_set():
                 raise LMError("The local model call was cancelled before it started.", model=self.model)
             prompt = loaded.formatter(messages=messages)
@@ -182,25 +190,80 @@ class LocalLlama:
         key = (str(path.resolve()), self.n_ctx)
         with _MODELS_LOCK:
             if key not in _MODELS:
+                model_path().parent.mkdir(parents=True, exist_ok=True)  # holds the lock files
                 if self._model_path is None:
                     ensure_model(progress=sys.stderr.isatty())
                 elif not path.is_file():
                     raise ModelInstallError(f"No model file at {path}.")
-                _MODELS[key] = _load(path, self.n_ctx, self.n_threads)
+                _check_build(path)
+                _MODELS[key] = _load(path, self.n_ctx, self.n_threads, self.n_gpu_layers)
             return _MODELS[key]
 
 
-def _load(path: Path, n_ctx: int, n_threads: int) -> _Loaded:
+def _import_llama_cpp() -> Any:
     try:
         import llama_cpp
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
     except ImportError as exc:
-        raise ImportError(
-            f"LocalLlama could not import llama-cpp-python ({exc}); reinstall: {_INSTALL_HINT}"
-        ) from None
+        raise ImportError(f"LocalLlama could not import llama-cpp-python ({exc}); reinstall: {_INSTALL_HINT}") from None
+    return llama_cpp
+
+
+_SMOKE_TEST = """
+import sys, llama_cpp
+llama = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=256, n_threads=1, verbose=False)
+llama.create_completion("def add(a, b):", max_tokens=4, temperature=0)
+"""
+
+
+def _check_build(path: Path) -> None:
+    """Decode a few tokens in a child process before the host loads the model, once per build.
+
+    A llama.cpp compiled for a CPU other than this one (the default ``-march=native`` build can be,
+    e.g. when the build ran elsewhere or the VM hides features) dies with SIGILL or SIGSEGV on the
+    first decode. Here that kills a throwaway process and becomes an error that says how to rebuild,
+    instead of taking the user's program down.
+    """
+    llama_cpp = _import_llama_cpp()
+    lib = Path(llama_cpp.__file__).parent / "lib"
+    build = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in lib.glob("*") if f.is_file())
+    key = json.dumps({"llama_cpp": llama_cpp.__version__, "lib": build, "model": path.name})
+    stamp = model_path().parent / "llama-cpp-build-ok.json"
+    with suppress(OSError):
+        if stamp.read_text() == key:
+            return
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", _SMOKE_TEST, str(path)], capture_output=True, text=True, timeout=600
+        )
+    except subprocess.TimeoutExpired:
+        raise ModelInstallError("Testing llama-cpp-python on the local model took over 10 minutes.") from None
+    if child.returncode < 0:
+        crash = signal.Signals(-child.returncode).name
+        raise ModelInstallError(
+            f"llama-cpp-python crashed ({crash}) running the local model in a test process: it was compiled "
+            f'for another CPU. Rebuild it: CMAKE_ARGS="{_BUILD_FLAGS}" pip install --force-reinstall '
+            f"--no-deps --no-cache-dir llama-cpp-python=={llama_cpp.__version__}"
+        )
+    if child.returncode != 0:
+        last = (child.stderr.strip().splitlines() or ["no error output"])[-1]
+        raise ModelInstallError(f"llama-cpp-python could not run the local model {path}: {last}")
+    with suppress(OSError):
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(key)
+
+
+def _load(path: Path, n_ctx: int, n_threads: int, n_gpu_layers: int) -> _Loaded:
+    llama_cpp = _import_llama_cpp()
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
     try:
         llama = llama_cpp.Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            n_gpu_layers=n_gpu_layers,
+            verbose=False,
         )
     except ValueError as exc:
         raise ModelInstallError(f"llama.cpp could not load the model file {path}: {exc}") from exc

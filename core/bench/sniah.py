@@ -7,12 +7,17 @@ asks for the value of the key and is scored by exact match.
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from dataclasses import dataclass
 
-__all__ = ["NEEDLE_KINDS", "SniahCase", "haystack", "make_sniah", "score_exact"]
+__all__ = ["DEPTHS", "NEEDLE_KINDS", "SniahCase", "haystack", "make_sniah", "score_exact"]
 
 NEEDLE_KINDS = ("numbers", "uuids", "words")
+DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
+"""The needle depths ``recursa bench`` sweeps: seed ``s`` puts the needle at ``DEPTHS[s % 5]``.
+
+Not 0: the RLM's first message previews the start of the context, which would give the needle away."""
 
 _SUBJECTS = ["the committee", "a young engineer", "the old harbour town", "our research group", "the river",
              "every startup founder", "the city council", "a careful reader", "the museum", "the winter market",
@@ -76,16 +81,25 @@ def make_sniah(chars: int = 1_000_000, seed: int = 0, *, kind: str | None = None
         value = f"{rng.choice(_WORDS)}{rng.choice(_WORDS)}"
     needle = f"One of the special magic {kind} for {key} is: {value}. "
     text = haystack(max(0, chars - len(needle)), rng)
-    cut = text.rfind(". ", 0, int(len(text) * depth)) + 2 if depth > 0 else 0  # at a sentence boundary
+    boundary = text.rfind(". ", 0, int(len(text) * depth)) if depth > 0 else -1
+    cut = boundary + 2 if boundary >= 0 else 0  # just after a sentence, or at the very start
     context = text[:cut] + needle + text[cut:]
     question = f"What is the special magic {kind[:-1]} for {key} mentioned in the provided text?"
     return SniahCase(context, question, value, key, kind, depth, seed)
 
 
 def score_exact(prediction: str | None, gold: str) -> float:
-    """1.0 when the gold value appears as the answer (case-insensitive, surrounding punctuation ignored)."""
+    """1.0 when the answer is the gold value, alone or as a whole token in a sentence; else 0.0.
+
+    Case-insensitive; surrounding quotes and punctuation are ignored, so ``"1234567."`` and
+    ``The number is 1234567`` both match ``1234567``, but ``12345678`` does not.
+    """
     if prediction is None:
         return 0.0
     pred = prediction.strip().strip(".\"'`*").strip().lower()
-    gold_l = gold.lower()
-    return 1.0 if pred == gold_l or gold_l in pred.split() or (len(gold_l) > 6 and gold_l in pred) else 0.0
+    gold_l = gold.strip().lower()
+    if not gold_l:
+        return 1.0 if not pred else 0.0
+    if pred == gold_l:
+        return 1.0
+    return 1.0 if re.search(rf"(?<![\w-]){re.escape(gold_l)}(?![\w-])", pred) else 0.0
