@@ -1,0 +1,84 @@
+"""The distribution as users get it: a built wheel that imports and runs, and a pinned public API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import recursa
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PUBLIC_API = [
+    "Budget", "CodeExecuted", "Completion", "Context", "ContextError", "Event", "ExecResult",
+    "IterationStarted", "LM", "LMCalled", "LMConnectionError", "LMError", "LMResponseError", "LMTimeoutError",
+    "Message", "ModelInstallError", "ModelNotFoundError", "Notice", "OpenAIChat", "Price", "RecursaError",
+    "ReplSandbox", "Result", "RLM", "RunFinished", "RunStarted", "SandboxError", "SandboxLimits", "ScriptedLM",
+    "Session", "SubCallsStarted", "Usage", "default_lm", "load_context", "read_trace",
+]
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(recursa.__all__, key=str.casefold) == sorted(PUBLIC_API, key=str.casefold)
+    for name in recursa.__all__:
+        assert getattr(recursa, name) is not None
+
+
+def test_import_needs_no_framework() -> None:
+    """`import recursa` and a scripted run work with every optional framework made unimportable."""
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'langgraph', 'langchain', 'langchain_core', 'llama_index', 'mcp',"
+        " 'llama_cpp', 'matplotlib'}:\n"
+        "            raise ImportError(f'blocked {name}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import recursa\n"
+        "root = recursa.ScriptedLM(['```repl\\nprint(len(context))\\n```', 'FINAL(ok)'])\n"
+        "print(recursa.RLM(root).run('q', 'abc').answer)\n"
+        "try:\n"
+        "    import recursa.integrations.langgraph\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "ok"
+    assert "pip install 'recursa[langgraph]'" in lines[1]
+
+
+@pytest.mark.slow
+def test_built_wheel_imports_and_runs(tmp_path: Path) -> None:
+    """Build the wheel, install it alone into a directory, and run the real loop and CLI from it."""
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
+                   check=True, timeout=600, capture_output=True)
+    wheel = next(dist.glob("recursa-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for expected in ("recursa/__init__.py", "recursa/prompts/rlm.md", "recursa/sandbox/_worker.py",
+                     "recursa/integrations/langgraph.py", "recursa/integrations/llamaindex.py",
+                     "recursa/mcp_server/__init__.py", "recursa/bench/sniah.py", "recursa/py.typed"):
+        assert expected in names, f"{expected} missing from {wheel.name}"
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, timeout=300, capture_output=True)
+    script = (
+        "import recursa, sys\n"
+        f"assert recursa.__file__.startswith({str(target)!r}), recursa.__file__\n"
+        "root = recursa.ScriptedLM(['```repl\\nx = context.upper()\\nprint(x)\\n```', 'FINAL_VAR(x)'])\n"
+        "print(recursa.RLM(root).run('q', 'wheel').answer)\n"
+        "from recursa.cli import main\n"
+        "sys.argv = ['recursa', '--help']\n"
+        "main()\n"
+    )
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "WHEEL"
+    assert "ask" in proc.stdout and "mcp" in proc.stdout
