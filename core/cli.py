@@ -16,6 +16,7 @@ from ._exceptions import RecursaError
 from ._lm import LM
 from ._loop import RLM, Result, run_sync
 from ._progress import RunProgress
+from .bench.commands import bench, view
 
 app = typer.Typer(
     name="recursa",
@@ -165,6 +166,10 @@ def mcp(
         return
     serve(transport="http" if http else "stdio", host=host, port=port, roots=root, model=model,
           sub_model=sub_model, base_url=base_url, api_key=api_key, use_client_sampling=sampling)
+
+
+app.command("bench")(bench)
+app.command("view")(view)
 
 
 @model_app.command("install")
