@@ -131,14 +131,13 @@ def show(event: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mb", type=float, default=5.0, help="size of the synthetic log (default 5)")
-    parser.add_argument("--question", default="Which service logged the most ERROR lines, and how many?")
+    parser.add_argument("--question", default="How many ERROR lines did the payments service log?")
     parser.add_argument("--max-iterations", type=int, default=12, help="root turns of the RLM (default 12)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds for the RLM run (default 1800)")
     parser.add_argument("--trace", help="write the RLM's JSONL trace here (view it with `recursa view`)")
     args = parser.parse_args()
 
     log, errors = make_log(int(args.size_mb * 1_000_000))
-    top, count = errors.most_common(1)[0]
     print(f"log: {len(log):,} characters, {log.count(chr(10)):,} lines", file=sys.stderr)
 
     rlm = RLM(budget=Budget(max_iterations=args.max_iterations, timeout_s=args.timeout))  # local or endpoint
@@ -162,7 +161,8 @@ def main() -> None:
 
     print(f"\nQ: {args.question}")
     print(f"A: {final['messages'][-1].text}")
-    print(f"(ground truth: {top} with {count} ERROR lines)")
+    ranked = ", ".join(f"{svc} {n}" for svc, n in errors.most_common())
+    print(f"(ground truth, ERROR lines per service: {ranked})")
 
 
 if __name__ == "__main__":

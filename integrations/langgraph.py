@@ -293,8 +293,8 @@ class _RLMNode:
         try:
             result = prep.rlm.run(prep.question, prep.context, **prep.options)
         except BaseException as exc:
-            return self._failed(state, prep, exc)
-        return self._finished(state, prep, result)
+            return self._failed(prep, exc)
+        return self._finished(prep, result)
 
     async def ainvoke(self, state: Mapping[str, Any], config: RunnableConfig) -> dict[str, Any]:
         prep = self._prepare(state, config)
@@ -304,8 +304,8 @@ class _RLMNode:
         try:
             result = await prep.rlm.arun(prep.question, prep.context, **prep.options)
         except BaseException as exc:
-            return self._failed(state, prep, exc)
-        return self._finished(state, prep, result)
+            return self._failed(prep, exc)
+        return self._finished(prep, result)
 
     # -- before ----------------------------------------------------------------------------------------
 
@@ -318,7 +318,7 @@ class _RLMNode:
         try:
             prep.context = to_context(state[self.keys.context])
         except RecursaError as exc:
-            prep.update = self._failed(state, prep, exc)
+            prep.update = self._failed(prep, exc)
             return prep
         prep.fingerprint = _fingerprint(prep.question, prep.context)
         saved = state.get(RESULT_KEY) or {}
@@ -357,7 +357,7 @@ class _RLMNode:
 
     # -- after -----------------------------------------------------------------------------------------
 
-    def _finished(self, state: Mapping[str, Any], prep: _Prepared, result: Result) -> dict[str, Any]:
+    def _finished(self, prep: _Prepared, result: Result) -> dict[str, Any]:
         assert prep.recorder is not None and prep.fingerprint is not None
         saved = {**result.to_dict(), "fingerprint": prep.fingerprint, "replayed_calls": prep.recorder.replayed}
         replay = None
@@ -365,9 +365,9 @@ class _RLMNode:
             self._unfinished.pop(prep.fingerprint, None)
         else:  # a budget stopped it: a retry with a larger budget need not pay for these replies again
             replay = self._remember(prep)
-        return self._update(state, prep, result.answer, saved, trace_summary(result), replay)
+        return self._update(prep, result.answer, saved, trace_summary(result), replay)
 
-    def _failed(self, state: Mapping[str, Any], prep: _Prepared, exc: BaseException) -> dict[str, Any]:
+    def _failed(self, prep: _Prepared, exc: BaseException) -> dict[str, Any]:
         replay = self._remember(prep)
         if self.raise_errors or not isinstance(exc, RecursaError):
             raise exc
@@ -377,7 +377,7 @@ class _RLMNode:
             "usage": Usage().to_dict(), "cost_usd": 0.0, "duration_s": 0.0, "run_id": None}
         saved.update(stopped_reason="error", error=error_text(exc), fingerprint=prep.fingerprint,
                      replayed_calls=prep.recorder.replayed if prep.recorder else 0)
-        return self._update(state, prep, None, saved, trace_summary(partial), replay)
+        return self._update(prep, None, saved, trace_summary(partial), replay)
 
     def _remember(self, prep: _Prepared) -> dict[str, Any] | None:
         if prep.recorder is None or prep.fingerprint is None or not prep.recorder.calls:
@@ -389,7 +389,7 @@ class _RLMNode:
         return {"fingerprint": prep.fingerprint, "calls": prep.recorder.calls}
 
     def _reused(self, state: Mapping[str, Any], prep: _Prepared, saved: dict[str, Any]) -> dict[str, Any]:
-        update = self._update(state, prep, saved.get("answer"), saved, state.get(TRACE_KEY), None)
+        update = self._update(prep, saved.get("answer"), saved, state.get(TRACE_KEY), None)
         if self.keys.messages:
             messages = state.get(self.keys.messages) or []
             last = messages[-1] if messages else None
@@ -399,7 +399,7 @@ class _RLMNode:
                 update[self.keys.messages][0].id = f"recursa-{saved.get('run_id')}-{uuid.uuid4().hex[:6]}"
         return update
 
-    def _update(self, state: Mapping[str, Any], prep: _Prepared, answer: str | None, saved: dict[str, Any],
+    def _update(self, prep: _Prepared, answer: str | None, saved: dict[str, Any],
                 summary: list[dict[str, Any]] | None, replay: dict[str, Any] | None) -> dict[str, Any]:
         update: dict[str, Any] = {
             self.keys.question: prep.question,
@@ -488,7 +488,8 @@ def create_rlm_graph(
     ``state[context_key]``.
 
     Streaming: ``stream_mode="custom"`` yields small dicts per event (run started, each root iteration,
-    each model call's tokens, each sub-call batch, each code block's size and error, the final result);
+    each model call's tokens, each sub-call batch, each code block's size and error, the final result,
+    or ``result_reused`` when a saved result is returned);
     from a parent graph, stream with ``subgraphs=True`` to see them. The models' tokens never reach
     ``stream_mode="messages"`` (``LangChainLM`` tags its calls ``nostream``); in messages mode the final
     ``AIMessage`` does.
