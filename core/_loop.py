@@ -7,8 +7,8 @@ a session's) and follows the paper's steps: prompt, code, execute, FINAL?
 from __future__ import annotations
 
 import asyncio
-import re
 import concurrent.futures
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +36,7 @@ from ._trace import (
     SubCallsStarted,
     TraceWriter,
 )
+from ._transcript import Transcript
 from .sandbox import ExecResult, ReplSandbox, SandboxLimits, SubCallRequest
 
 __all__ = ["RLM", "Result", "Session"]
@@ -97,6 +98,7 @@ class RLM:
         sandbox_limits: SandboxLimits | None = None,
         prompts: PromptTemplates | None = None,
         sub_context_chars: int | None = None,
+        history: str | None = None,
     ) -> None:
         """
         Args:
@@ -109,6 +111,9 @@ class RLM:
             sub_calls: False runs the REPL without ``llm_query`` (the paper's "no sub-calls" ablation).
             require_look: refuse a FINAL before the model has seen any code output (helps small models).
             sub_context_chars: how much text the prompt tells the model a sub-call can read.
+            history: "full" shows the root model the whole chat (the paper's way); "compact" rebuilds one
+                message each turn listing the code run and its output, which small models follow better
+                and which keeps prompts short. Default: compact for models with a small window.
         """
         if root is None:
             from ._defaults import default_lm
@@ -125,6 +130,9 @@ class RLM:
         self.sandbox_limits = sandbox_limits or SandboxLimits()
         self.prompts = prompts or PromptTemplates.default()
         sub_window = getattr(self.sub, "context_chars", None)
+        if history not in (None, "full", "compact"):
+            raise ValueError(f"history must be 'full' or 'compact', not {history!r}")
+        self.history = history or ("compact" if window and window < 100_000 else "full")
         self.sub_context_chars = sub_context_chars or (sub_window * 3 // 4 if sub_window else 100_000)
 
     def __repr__(self) -> str:
@@ -287,6 +295,7 @@ class _Run:
         self.cost_usd = 0.0
         self.started = time.monotonic()
         self.seen_output = False
+        self.ran_code: set[str] = set()
         self.sandbox: ReplSandbox | None = None
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -316,45 +325,45 @@ class _Run:
         return self._finish(answer, reason)
 
     async def _loop(self) -> tuple[str | None, str]:
-        messages = [
-            {"role": "system", "content": self._system_prompt()},
-            {"role": "user", "content": self._first_message()},
-        ]
+        transcript = self._transcript()
         while self.iteration < self.spend.budget.max_iterations:
             if reason := self.spend.exhausted():
-                return await self._final_turn(messages, reason)
+                return await self._final_turn(transcript, reason)
             self.iteration += 1
             self.emit(IterationStarted(run_id=self.run_id, depth=self.depth, iteration=self.iteration,
                                        remaining=self._remaining()))
-            reply = await self._ask_root(messages)
-            messages.append({"role": "assistant", "content": reply})
+            reply = await self._ask_root(transcript.messages())
             blocks, final = find_code_blocks(reply), find_final(reply)
-            if blocks:
-                observation, answer = await self._run_blocks(blocks)
+            code: list[str] = []
+            outputs = notes = ""
+            if blocks and all(_normalise(b) in self.ran_code for b in blocks) and not final:
+                self._notice("code not re-run: it repeats code that already ran")
+                notes = self.rlm.prompts.repeated_code
+            elif blocks:
+                outputs, answer = await self._run_blocks(blocks)
                 if answer is not None:
                     return answer, "final"
+                code = blocks
                 if final:
-                    observation += "\n\n" + self.rlm.prompts.deferred_final
+                    notes = self.rlm.prompts.deferred_final
                     self._notice("FINAL deferred: it came in the same reply as code that had not run yet")
-                messages.append({"role": "user", "content": self._render("observation", outputs=observation)})
             elif final and (self.seen_output or not self.rlm.require_look):
-                answer, problem = await self._resolve(final)
+                answer, notes = await self._resolve(final)
                 if answer is not None:
                     return answer, "final"
-                messages.append({"role": "user", "content": self._render("observation", outputs=problem)})
             elif final:
                 self._notice("FINAL refused: no code output had been seen yet")
-                messages.append({"role": "user", "content": self._render("early_final")})
+                notes = self.rlm.prompts.early_final
             else:
-                messages.append({"role": "user", "content": self._render("no_code")})
-        return await self._final_turn(messages, "max_iterations")
+                notes = self.rlm.prompts.no_code
+            transcript.add(reply, code=code, outputs=outputs, notes=notes, tail=self._render("next_step"))
+        return await self._final_turn(transcript, "max_iterations")
 
-    async def _final_turn(self, messages: list[Message], reason: str) -> tuple[str | None, str]:
+    async def _final_turn(self, transcript: Transcript, reason: str) -> tuple[str | None, str]:
         """The one last turn a run gets when a budget runs out: answer from what has been seen."""
         why = f"The {reason} budget is used up."
         self._notice(f"{why} Asking the root model for a final answer.")
-        messages.append({"role": "user", "content": self._render("final_turn", reason=why)})
-        reply = await self._ask_root(messages)
+        reply = await self._ask_root(transcript.messages(tail=self._render("final_turn", reason=why)))
         final = find_final(reply)
         if final is None:
             text = reply.strip()
@@ -394,6 +403,7 @@ class _Run:
                 timeout = max(1.0, min(timeout, self.spend.budget.timeout_s - self.spend.elapsed_s))
             result = await self.sandbox.execute(code, timeout_s=timeout)
             self.seen_output = True
+            self.ran_code.add(_normalise(code))
             self.emit(CodeExecuted(
                 run_id=self.run_id, depth=self.depth, iteration=self.iteration, code=code, output=result.output,
                 error=result.error, final=result.final, duration_s=result.duration_s,
@@ -415,6 +425,8 @@ class _Run:
                     return value, ""
             return final.value, ""
         value = await self.sandbox.get_variable(final.value)
+        if value is None and not final.value.isidentifier():
+            return final.value, ""  # FINAL_VAR(42): small models mix the two forms up
         if value is None:
             message = (f"FINAL_VAR({final.value}) failed: there is no variable named {final.value!r} in the REPL. "
                        "Create it in a ```repl block first, or write FINAL(...) with the answer text.")
@@ -503,6 +515,7 @@ class _Run:
 
     def _render(self, name: str, **values: Any) -> str:
         remaining = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self._remaining().items())
+        values.setdefault("question", self.question)
         return self.rlm.prompts.render(name, remaining=remaining, **values)
 
     def _system_prompt(self) -> str:
@@ -516,7 +529,7 @@ class _Run:
         return prompts.render("system", context_kind=kind, sub_call_doc=sub_doc,
                               max_output_chars=f"{self.rlm.max_output_chars:,}")
 
-    def _first_message(self) -> str:
+    def _transcript(self) -> Transcript:
         info = self.context.describe()
         if self.context.as_list:
             lengths = info["lengths"]
@@ -529,8 +542,10 @@ class _Run:
             summary = f"one string of {info['total_chars']:,} characters."
             example = self.rlm.prompts.example_str
         example = Template(example).substitute(keyword=search_hint(self.question))
-        return self._render("first_user", question=self.question, context_summary=summary,
-                            preview=info["preview"], example=example)
+        opening = self._render("first_user", context_summary=summary, preview=info["preview"])
+        first_step = self._render("first_step", example=example)
+        return Transcript(self.rlm.prompts, self._system_prompt(), opening, first_step,
+                          compact=self.rlm.history == "compact", max_output_chars=self.rlm.max_output_chars)
 
     def _truncate(self, text: str) -> str:
         limit = self.rlm.max_output_chars
@@ -574,6 +589,10 @@ def search_hint(question: str) -> str:
         return (1 if special else 0, len(word))
 
     return re.escape(max(words, key=score))
+
+
+def _normalise(code: str) -> str:
+    return "\n".join(line.rstrip() for line in code.strip().splitlines())
 
 
 def _format_result(result: ExecResult) -> str:

@@ -24,12 +24,16 @@ class PromptTemplates:
     sub_call_doc: str
     rlm_query_doc: str
     first_user: str
+    first_step: str
     example_str: str
     example_list: str
-    observation: str
+    output: str
+    step: str
+    next_step: str
     no_code: str
     early_final: str
     deferred_final: str
+    repeated_code: str
     final_turn: str
     sub_rlm_question: str
 

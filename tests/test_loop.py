@@ -224,3 +224,34 @@ def test_run_works_inside_a_running_event_loop() -> None:
         return RLM(root).run("q", "ctx").answer
 
     assert asyncio.run(inside()) == "2"
+
+
+async def test_repeated_code_is_not_rerun_and_the_model_is_asked_to_answer() -> None:
+    block = code("print(context.upper())")
+    root = ScriptedLM([block, block, "FINAL(ABC)"])
+    result = await RLM(root).arun("Shout it", "abc")
+    assert result.answer == "ABC" and result.iterations == 3
+    assert sum(isinstance(e, CodeExecuted) for e in result.trace) == 1
+    assert "You already ran exactly this code" in root.calls[2][-1]["content"]
+    assert "Question: Shout it" in root.calls[2][-1]["content"]
+
+
+async def test_compact_history_recaps_code_and_output_in_one_message() -> None:
+    root = ScriptedLM([code("print(context[:5])"), code("print(len(context))"), "FINAL(11)"])
+    rlm = RLM(root, history="compact")
+    result = await rlm.arun("How long?", "hello world")
+    assert result.answer == "11"
+    third = root.calls[2]
+    assert [m["role"] for m in third] == ["system", "user"]
+    recap = third[1]["content"]
+    assert recap.count("You ran this code:") == 2 and "print(context[:5])" in recap and "hello" in recap
+    assert "11" in recap and "Question: How long?" in recap
+
+
+def test_small_window_models_get_compact_history() -> None:
+    class Small(ScriptedLM):
+        context_chars = 20_000
+
+    assert RLM(Small([])).history == "compact" and RLM(ScriptedLM([])).history == "full"
+    with pytest.raises(ValueError, match="history"):
+        RLM(ScriptedLM([]), history="sometimes")
