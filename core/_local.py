@@ -39,7 +39,8 @@ import signal
 import subprocess
 import sys
 import threading
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,12 @@ import anyio.to_thread
 
 from ._exceptions import LMError, ModelInstallError
 from ._lm import Completion, Message, Usage
-from ._model_store import EMBEDDED_MODEL, _locked, ensure_model, model_path
+from ._model_store import EMBEDDED_MODEL, ensure_model, model_path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no machine-wide serialisation
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["LocalLlama"]
 
@@ -152,9 +158,7 @@ class LocalLlama:
         loaded = self._loaded()
         from llama_cpp import StoppingCriteriaList  # importable once the model has loaded
 
-        with loaded.lock, _locked(model_path().parent / "cpu"):
-            if cancelled.is_set():
-                raise LMError("The local model call was cancelled before it started.", model=self.model)
+        with loaded.lock:
             prompt = loaded.formatter(messages=messages)
             text = prompt.prompt.encode()
             tokens = loaded.llama.tokenize(text, add_bos=not prompt.added_special, special=True)
@@ -163,10 +167,11 @@ class LocalLlama:
             options["stopping_criteria"] = StoppingCriteriaList(
                 [*(prompt.stopping_criteria or []), lambda *_: cancelled.is_set()]
             )
-            try:
-                response = loaded.llama.create_completion(prompt=tokens, **options)
-            except (RuntimeError, ValueError) as exc:
-                raise LMError(f"The local model failed: {exc}", model=self.model) from exc
+            with _decoding_turn(cancelled, self.model):
+                try:
+                    response = loaded.llama.create_completion(prompt=tokens, **options)
+                except (RuntimeError, ValueError) as exc:
+                    raise LMError(f"The local model failed: {exc}", model=self.model) from exc
         usage = response["usage"]
         return Completion(
             text=response["choices"][0]["text"],
@@ -278,6 +283,22 @@ def _load(path: Path, n_ctx: int, n_threads: int, n_gpu_layers: int) -> _Loaded:
         stop_token_ids=[eos],
     )
     return _Loaded(llama=llama, formatter=formatter, lock=threading.Lock())
+
+
+@contextmanager
+def _decoding_turn(cancelled: threading.Event, model: str) -> Iterator[None]:
+    """Hold the machine-wide decoding lock (a file in the model cache); give up if the call is cancelled."""
+    with open(model_path().parent / "decoding.lock", "a") as fh:
+        while fcntl is not None:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if cancelled.wait(0.1):
+                    break
+        if cancelled.is_set():
+            raise LMError("The local model call was cancelled before it started.", model=model)
+        yield  # closing the file releases the lock
 
 
 def _as_list(stop: str | list[str] | None) -> list[str]:

@@ -526,7 +526,9 @@ class _Run:
             sub_doc = prompts.render("sub_call_doc", sub_chars=f"{self.rlm.sub_context_chars:,}",
                                      rlm_query_doc=rlm_doc) + "\n"
         kind = (" (a list of documents; their names are in `context_names`)" if self.context.as_list else " (a str)")
-        return prompts.render("system", context_kind=kind, sub_call_doc=sub_doc,
+        # Small models reach for FINAL_VAR with names that do not exist; big ones use it well.
+        final_var_doc = "" if self.rlm.history == "compact" else prompts.final_var_doc.rstrip("\n")
+        return prompts.render("system", context_kind=kind, sub_call_doc=sub_doc, final_var_doc=final_var_doc,
                               max_output_chars=f"{self.rlm.max_output_chars:,}")
 
     def _transcript(self) -> Transcript:

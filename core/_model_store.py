@@ -316,9 +316,7 @@ def _assemble(path: Path, spec: ModelSpec, progress: bool | ProgressCallback) ->
     _write_stamp(path, path.stat(), spec.sha256)
 
 
-def _copy_part(
-    part: ModelPart, source: Traversable, out: IO[bytes], whole: Any, report: _Report, offset: int
-) -> None:
+def _copy_part(part: ModelPart, source: Traversable, out: IO[bytes], whole: Any, report: _Report, offset: int) -> None:
     """Append one part to ``out``, hashing it; a part of the wrong size or hash is cut off and reported."""
     part_digest = hashlib.sha256()
     with source.open("rb") as fh:

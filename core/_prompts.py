@@ -23,6 +23,7 @@ class PromptTemplates:
     system: str
     sub_call_doc: str
     rlm_query_doc: str
+    final_var_doc: str
     first_user: str
     first_step: str
     example_str: str

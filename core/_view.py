@@ -19,11 +19,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAX_FIELD_CHARS", "TraceFormatError", "build_tree", "embed_json", "load_events", "render_html",
-           "write_html"]
+__all__ = [
+    "MAX_FIELD_CHARS",
+    "MAX_SUB_PROMPT_CHARS",
+    "TraceFormatError",
+    "build_tree",
+    "embed_json",
+    "load_events",
+    "render_html",
+    "write_html",
+]
 
 MAX_FIELD_CHARS = 100_000
 """Longer text fields (a huge prompt, say) are cut in the page, saying how much; the JSONL keeps all."""
+MAX_SUB_PROMPT_CHARS = 20_000
+"""Sub-call prompts are mostly slices of the context and come by the thousand: they are cut shorter."""
 
 
 class TraceFormatError(ValueError):
@@ -116,6 +126,7 @@ def build_tree(events: list[dict[str, Any]], *, max_field_chars: int = MAX_FIELD
                                                     "latency_s", "cost_usd", "error", "t", "depth")})
             if event.get("role") == "sub":
                 counts["sub_calls"] += 1
+                call["prompt"] = _clip(call["prompt"], min(max_field_chars, MAX_SUB_PROMPT_CHARS))
                 it["subs"].append(call)
             else:
                 it["roots"].append(call)

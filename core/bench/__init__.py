@@ -1,5 +1,33 @@
-"""Benchmark tasks in the style of the RLM paper, generated locally and seeded (no downloads)."""
+"""Benchmark tasks in the style of the RLM paper, generated locally and seeded (no downloads).
 
+``TASKS`` holds the task classes (``sniah``, ``oolong``, ``oolong-pairs``); ``run_bench`` runs them
+for the methods ``base``, ``rlm`` and ``rlm-no-sub`` and writes results, a summary and plots.
+``recursa bench`` and ``recursa view`` are the command-line faces (``recursa.bench.commands``).
+"""
+
+from .oolong import OolongCase, make_oolong, score_comparison, score_label, score_numeric
+from .pairs import PairsCase, make_pairs, score_pairs
+from .runner import METHODS, BenchRun, arun_bench, run_bench
 from .sniah import SniahCase, make_sniah, score_exact
+from .tasks import TASKS, BenchCase, Task
 
-__all__ = ["SniahCase", "make_sniah", "score_exact"]
+__all__ = [
+    "METHODS",
+    "TASKS",
+    "BenchCase",
+    "BenchRun",
+    "OolongCase",
+    "PairsCase",
+    "SniahCase",
+    "Task",
+    "arun_bench",
+    "make_oolong",
+    "make_pairs",
+    "make_sniah",
+    "run_bench",
+    "score_comparison",
+    "score_exact",
+    "score_label",
+    "score_numeric",
+    "score_pairs",
+]

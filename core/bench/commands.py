@@ -133,7 +133,7 @@ def _command_line(tasks: list[str], sizes: list[int], seeds: list[int], methods:
              "--seeds", ",".join(map(str, seeds)), "--methods", ",".join(methods)]
     for name, value in options.items():
         if value is not None:
-            parts += [f"--{name.replace('_', '-')}", str(value)]
+            parts += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
     return shlex.join(parts)
 
 

@@ -86,9 +86,9 @@ _SLOTS: dict[str, list[str]] = {
                  "the Golden Gate Bridge", "Petra", "the Alhambra"],
     "event": ["the 1988 Summer Olympics", "the first world fair", "the signing of the treaty",
               "the great flood", "the royal wedding", "the first moon landing"],
-    "container": ["a deck of cards", "a standard chessboard", "a week", "a dozen", "the human body",
-                  "a soccer team"],
-    "parts": ["cards", "squares", "hours", "eggs", "bones", "players"],
+    "count": ["cards are there in a deck", "squares are there on a chessboard", "hours are there in a week",
+              "bones are there in the human body", "players are on a soccer team", "keys does a piano have",
+              "moons does Jupiter have", "strings does a violin have"],
     "item": ["a cup of coffee", "a loaf of bread", "a bus ticket", "a liter of milk", "a movie ticket"],
     "era": ["sixties", "seventies", "eighties", "nineties"],
 }
@@ -136,7 +136,7 @@ _TEMPLATES: dict[str, list[str]] = {
         "What is the largest port in {country}?",
     ],
     "numeric": [
-        "How many {parts} are there in {container}?",
+        "How many {count}?",
         "What year was the {invention} invented?",
         "How tall is {landmark}?",
         "How much does {item} cost in {city}?",

@@ -180,7 +180,7 @@ async def arun_bench(
         console.print(f"resuming: {len(order) - len(pending)} of {len(order)} cases already in {results_path}")
 
     _end_with_newline(results_path)  # a line cut short by a crash must not swallow the next row
-    runner = _CaseRunner(root, sub or root, budget or Budget(), concurrency, window, out)
+    runner = _CaseRunner(root, sub or root, budget or Budget(), concurrency, window, out, console)
     limiter = anyio.CapacityLimiter(max(1, jobs))
     with _progress(console, progress, len(pending), get_time) as bar, results_path.open("a", encoding="utf-8") as f:
         task_id = bar.add_task("bench", total=len(pending), last="")
@@ -285,24 +285,30 @@ def _progress(console: Console, enabled: bool, total: int, get_time: Callable[[]
 class _CaseRunner:
     """Runs one case with one method and turns the outcome into a result row."""
 
-    def __init__(self, root: LM, sub: LM, budget: Budget, concurrency: int, window: int, out: Path) -> None:
+    def __init__(self, root: LM, sub: LM, budget: Budget, concurrency: int, window: int, out: Path,
+                 console: Console) -> None:
         self.root, self.sub, self.budget, self.concurrency = root, sub, budget, concurrency
         self.window = window
         self.out = out
+        self.console = console
 
     async def run(self, case: BenchCase, method: str) -> dict[str, Any]:
         trace = Path("traces") / f"{case.task}-{case.length}-s{case.seed}-{method}.jsonl"
         started = time.monotonic()
         extra: dict[str, Any] = {}
-        if method == "base":
-            result, extra = await self._base(case, self.out / trace)
-        else:
-            rlm = RLM(self.root, self.sub, budget=self.budget, concurrency=self.concurrency,
-                      sub_calls=method == "rlm")
-            try:
+        try:
+            if method == "base":
+                result, extra = await self._base(case, self.out / trace)
+            else:
+                rlm = RLM(self.root, self.sub, budget=self.budget, concurrency=self.concurrency,
+                          sub_calls=method == "rlm")
                 result = await rlm.arun(case.question, case.context, trace_path=self.out / trace)
-            except RecursaError as exc:
-                result = getattr(exc, "result", None) or _error_result(str(exc))
+        except RecursaError as exc:
+            result = getattr(exc, "result", None) or _error_result(str(exc))
+        except Exception as exc:  # a bug must not end a long benchmark: record it, say so, go on
+            self.console.print(f"[red]recursa bench: {case.task} {case.length} seed {case.seed} {method} "
+                               f"failed:[/] {type(exc).__name__}: {exc}", highlight=False)
+            result = _error_result(f"{type(exc).__name__}: {exc}")
         seconds = time.monotonic() - started
         prediction = result.answer
         return {
