@@ -19,6 +19,7 @@ from ._exceptions import (
     SandboxError,
 )
 from ._lm import LM, Completion, Message, Usage
+from ._local import LocalLlama
 from ._loop import RLM, Result, Session
 from ._openai import OpenAIChat
 from ._pricing import Price
@@ -54,6 +55,7 @@ __all__ = [
     "LMError",
     "LMResponseError",
     "LMTimeoutError",
+    "LocalLlama",
     "Message",
     "ModelInstallError",
     "ModelNotFoundError",
@@ -76,11 +78,3 @@ __all__ = [
     "read_trace",
 ]
 
-
-def __getattr__(name: str) -> object:
-    # LocalLlama needs the optional llama-cpp-python only when it is used, so import it lazily.
-    if name == "LocalLlama":
-        from ._local import LocalLlama
-
-        return LocalLlama
-    raise AttributeError(f"module 'recursa' has no attribute {name!r}")

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_API = [
     "Budget", "CodeExecuted", "Completion", "Context", "ContextError", "Event", "ExecResult",
     "IterationStarted", "LM", "LMCalled", "LMConnectionError", "LMError", "LMResponseError", "LMTimeoutError",
+    "LocalLlama",
     "Message", "ModelInstallError", "ModelNotFoundError", "Notice", "OpenAIChat", "Price", "RecursaError",
     "ReplSandbox", "Result", "RLM", "RunFinished", "RunStarted", "SandboxError", "SandboxLimits", "ScriptedLM",
     "Session", "SubCallsStarted", "Usage", "default_lm", "load_context", "read_trace",
