@@ -22,6 +22,12 @@ class Usage:
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
+    @classmethod
+    def estimate(cls, messages: list[Message], reply: str) -> Usage:
+        """A guess (4 characters a token) for models that report no usage, so token budgets still hold."""
+        prompt_chars = sum(len(m.get("content") or "") for m in messages)
+        return cls(max(1, prompt_chars // 4), max(1, len(reply) // 4))
+
     def __add__(self, other: Usage) -> Usage:
         return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens)
 

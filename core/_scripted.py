@@ -46,6 +46,5 @@ class ScriptedLM:
             text = item
         else:
             raise LMError(f"ScriptedLM {self.model!r} has no reply left for call {len(self.calls)}.", model=self.model)
-        prompt_chars = sum(len(m.get("content", "")) for m in messages)
-        usage = Usage(input_tokens=max(1, prompt_chars // 4), output_tokens=max(1, len(text) // 4))
+        usage = Usage.estimate(messages, text)
         return Completion(text=text, usage=usage, cost_usd=self.cost_per_call, model=self.model)

@@ -143,8 +143,7 @@ class LangChainLM:
         if meta:
             usage = Usage(int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0)))
         else:
-            prompt_chars = sum(len(m["content"]) for m in messages)
-            usage = Usage(max(1, prompt_chars // 4), max(1, len(text) // 4))
+            usage = Usage.estimate(messages, text)
         served = (getattr(reply, "response_metadata", None) or {}).get("model_name") or self.model
         return Completion(text=text, usage=usage, cost_usd=cost_of(served, usage, self.prices), model=served)
 

@@ -117,8 +117,7 @@ class LlamaIndexLM:
         text = reply.message.content or ""
         usage = _reply_usage(reply)
         if usage is None:
-            prompt_chars = sum(len(m["content"]) for m in messages)
-            usage = Usage(max(1, prompt_chars // 4), max(1, len(text) // 4))
+            usage = Usage.estimate(messages, text)
         served = _field(reply.raw, "model")
         served = served if isinstance(served, str) and served else self.model
         return Completion(text=text, usage=usage, cost_usd=cost_of(served, usage, self.prices), model=served)
