@@ -8,7 +8,8 @@
     │   ├── ModelNotFoundError the endpoint does not serve the requested model
     │   └── LMResponseError   the endpoint answered with something that is not a usable completion
     ├── SandboxError          the REPL worker could not be started or talked to
-    └── ModelInstallError     the embedded local model could not be assembled or verified
+    ├── ModelInstallError     the embedded local model could not be assembled or verified
+    └── TraceFormatError      a trace file for ``recursa view`` is not a recursa trace (in ``recursa._view``)
 
 A budget running out is not an exception: the run ends with ``Result.stopped_reason`` naming it.
 """

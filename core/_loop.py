@@ -23,7 +23,7 @@ from ._budget import Budget, Spend
 from ._context import Context, load_context
 from ._exceptions import RecursaError
 from ._lm import LM, Message, Usage
-from ._parsing import FinalAnswer, find_code_blocks, find_final
+from ._parsing import FinalAnswer, find_code_blocks, find_final, text_outside_code
 from ._prompts import PromptTemplates
 from ._trace import (
     CodeExecuted,
@@ -366,7 +366,12 @@ class _Run:
         reply = await self._ask_root(transcript.messages(tail=self._render("final_turn", reason=why)))
         final = find_final(reply)
         if final is None:
-            text = reply.strip()
+            blocks = find_code_blocks(reply)
+            if any("FINAL" in block for block in blocks):  # FINAL called in code: run it to get the value
+                _, answer = await self._run_blocks(blocks)
+                if answer is not None:
+                    return answer, reason
+            text = text_outside_code(reply).strip()
             return (text or None), reason
         answer, _ = await self._resolve(final)
         return answer, reason

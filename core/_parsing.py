@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["FinalAnswer", "find_code_blocks", "find_final"]
+__all__ = ["FinalAnswer", "find_code_blocks", "find_final", "text_outside_code"]
 
 # Fence tags that are clearly not code for the REPL; any other tag (or none) is run as Python.
 _NOT_CODE = {"text", "txt", "output", "json", "markdown", "md", "bash", "sh", "shell", "console", "plaintext"}
@@ -37,13 +37,14 @@ def find_code_blocks(reply: str) -> list[str]:
     return blocks
 
 
-def _strip_fences(reply: str) -> str:
+def text_outside_code(reply: str) -> str:
+    """The reply with its fenced blocks removed."""
     return _FENCE.sub("", reply)
 
 
 def find_final(reply: str) -> FinalAnswer | None:
     """The FINAL(...) or FINAL_VAR(...) written as text outside code blocks, if any (the last one wins)."""
-    text = _strip_fences(reply)
+    text = text_outside_code(reply)
     matches = list(_FINAL_START.finditer(text))
     if not matches:
         return None

@@ -19,6 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ._exceptions import RecursaError
+
 __all__ = [
     "MAX_FIELD_CHARS",
     "MAX_SUB_PROMPT_CHARS",
@@ -36,7 +38,7 @@ MAX_SUB_PROMPT_CHARS = 20_000
 """Sub-call prompts are mostly slices of the context and come by the thousand: they are cut shorter."""
 
 
-class TraceFormatError(ValueError):
+class TraceFormatError(RecursaError, ValueError):
     """The file is not a recursa JSONL trace."""
 
 

@@ -331,6 +331,20 @@ def test_errors_are_recorded_and_retried_on_request(tmp_path: Path) -> None:
     assert retried.ran == 1 and retried.rows[0]["score"] == 1.0
 
 
+def test_an_unexpected_exception_becomes_an_error_row(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    buggy = ScriptedLM([ValueError("boom"), ValueError("boom")], model="m")
+    run = run_bench(["sniah"], ["base", "rlm"], root=buggy, out_dir=tmp_path, lengths=[2_000], seeds=[0],
+                    progress=False, plots=False, console=Console(file=buffer, width=200))
+    assert [r["stopped_reason"] for r in run.rows] == ["error", "error"]
+    assert run.rows[1]["error"] == "ValueError: boom" and run.rows[1]["score"] == 0.0
+    assert "sniah 2000 seed 0 rlm failed: ValueError: boom" in buffer.getvalue()
+
+
 def test_unknown_task_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown task or method 'nope'"):
         run_bench(["nope"], ["rlm"], root=ScriptedLM([]), out_dir=tmp_path)
@@ -427,3 +441,11 @@ def test_view_command_reports_a_missing_or_bad_trace(tmp_path: Path) -> None:
     bad.write_text("not json\n")
     result = CliRunner().invoke(cli_app(), ["view", str(bad)])
     assert result.exit_code == 1 and "holds no trace events" in result.output
+
+
+def test_bench_package_exports_resolve() -> None:
+    import recursa.bench
+
+    assert all(hasattr(recursa.bench, name) for name in recursa.bench.__all__)
+    assert set(recursa.bench.TASKS) == {"sniah", "oolong", "oolong-pairs"}
+    assert recursa.bench.METHODS == ("base", "rlm", "rlm-no-sub")

@@ -255,3 +255,15 @@ def test_small_window_models_get_compact_history() -> None:
     assert RLM(Small([])).history == "compact" and RLM(ScriptedLM([])).history == "full"
     with pytest.raises(ValueError, match="history"):
         RLM(ScriptedLM([]), history="sometimes")
+
+
+async def test_final_turn_runs_a_final_written_in_code_instead_of_returning_the_raw_reply() -> None:
+    root = ScriptedLM([code("best = context[::-1]"), code("FINAL_VAR('best')")])
+    result = await RLM(root, budget=Budget(max_iterations=1)).arun("q", "abc")
+    assert result.stopped_reason == "max_iterations" and result.answer == "cba"
+
+
+async def test_final_turn_without_final_returns_the_text_not_the_code() -> None:
+    root = ScriptedLM([code("x = 1"), "I think it is 7.\n```repl\nprint(x)\n```"])
+    result = await RLM(root, budget=Budget(max_iterations=1)).arun("q", "abc")
+    assert result.answer == "I think it is 7."

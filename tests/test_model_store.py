@@ -16,7 +16,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from recursa import _model_store
 from recursa._exceptions import ModelInstallError
 from recursa._model_store import EMBEDDED_MODEL, ModelPart, ModelSpec, ensure_model, install_model, model_path

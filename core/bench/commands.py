@@ -45,20 +45,20 @@ def parse_seeds(values: list[str] | None, default: str = _DEFAULT_SEEDS) -> list
 
 def bench(
     task: Annotated[list[str] | None, typer.Option(
-        "--task", "-t", help="sniah, oolong, oolong-pairs; repeat or comma-separate. [default: all three]")] = None,
+        "--task", "-t", help="sniah, oolong, oolong-pairs; repeat or comma-separate. (default: all three)")] = None,
     lengths: Annotated[list[str] | None, typer.Option(
-        "--lengths", "--length", "-l", help="Context lengths in characters, e.g. 8K,32K,1M. [default: 8K,32K]")] = None,
+        "--lengths", "--length", "-l", help="Context lengths in characters, e.g. 8K,32K,1M. (default: 8K,32K)")] = None,
     seeds: Annotated[list[str] | None, typer.Option(
-        "--seeds", "--seed", "-s", help="Seeds, e.g. 0,1,2 or 0-9; one case per seed. [default: 0,1,2]")] = None,
+        "--seeds", "--seed", "-s", help="Seeds, e.g. 0,1,2 or 0-9; one case per seed. (default: 0,1,2)")] = None,
     methods: Annotated[list[str] | None, typer.Option(
         "--methods", "--method", "-m",
-        help="base (context cut to the model's window), rlm, rlm-no-sub. [default: all three]")] = None,
+        help="base (context cut to the model's window), rlm, rlm-no-sub. (default: all three)")] = None,
     model: Annotated[str | None, typer.Option(help="Root model name, or 'local'. Env: RECURSA_MODEL.")] = None,
     sub_model: Annotated[str | None, typer.Option(help="Sub-call model. Env: RECURSA_SUB_MODEL.")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint. Env: OPENAI_BASE_URL.")] = None,
     api_key: Annotated[str | None, typer.Option(help="API key. Env: OPENAI_API_KEY.")] = None,
     base_window_chars: Annotated[int | None, typer.Option(
-        help="Characters of context the base method sees. [default: the model's window, else 400,000]")] = None,
+        help="Characters of context the base method sees. (default: the model's window, else 400,000)")] = None,
     max_iterations: Annotated[int | None, typer.Option(help="Root turns per case (default 30).")] = None,
     max_sub_calls: Annotated[int | None, typer.Option(help="Sub-calls per case (default 500).")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Tokens per case, root and sub.")] = None,
@@ -74,8 +74,7 @@ def bench(
 ) -> None:
     """Benchmark the paper's task classes (S-NIAH, OOLONG, OOLONG-Pairs) for base, rlm and rlm-no-sub.
 
-    Cases are generated locally from seeds. Results go to OUT/results.jsonl (one line per case),
-    OUT/summary.md and OUT/*.png; a rerun skips the cases already there.
+    Cases are generated from seeds; OUT gets results.jsonl, summary.md and plots. Reruns skip finished cases.
     """
     from .._budget import Budget
     from .._exceptions import RecursaError
@@ -140,7 +139,7 @@ def _command_line(tasks: list[str], sizes: list[int], seeds: list[int], methods:
 def view(
     trace: Annotated[Path, typer.Argument(help="A JSONL trace (recursa ask --trace, or bench-out/traces/*.jsonl).")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the page. "
-                                                "[default: TRACE with .html]")] = None,
+                                                "(default: TRACE with .html)")] = None,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
 ) -> None:
     """Render a trace as one self-contained HTML page (works offline): iterations, code, output, sub-calls."""
