@@ -1,0 +1,27 @@
+"""The CLI's live status line reads trace events; with display off it is a true no-op."""
+
+from __future__ import annotations
+
+import io
+
+from recursa import IterationStarted, LMCalled, SubCallsStarted
+from recursa._progress import RunProgress
+
+
+def test_status_line_counts_iterations_sub_calls_tokens_and_cost() -> None:
+    clock = iter([0.0, 12.0]).__next__
+    progress = RunProgress(file=io.StringIO(), enabled=False, get_time=clock)
+    progress.update(IterationStarted(run_id="r", iteration=3, remaining={}))
+    progress.update(SubCallsStarted(run_id="r", iteration=3, count=4))
+    progress.update(LMCalled(run_id="r", role="sub", model="m", iteration=3, prompt="p", response="x",
+                             input_tokens=1000, output_tokens=234, cost_usd=0.0123))
+    line = progress.render().plain
+    assert "iteration 3" in line and "sub-calls 4" in line and "tokens 1,234" in line
+    assert "$0.0123" in line and "12s" in line
+
+
+def test_disabled_progress_writes_nothing() -> None:
+    out = io.StringIO()
+    with RunProgress(file=out, enabled=False) as progress:
+        progress.update(IterationStarted(run_id="r", iteration=1, remaining={}))
+    assert out.getvalue() == ""
