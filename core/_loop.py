@@ -229,7 +229,6 @@ class Session:
         self.context = context
         self._current: _Run | None = None
         self._sandbox = ReplSandbox(context, on_sub_call=self._on_sub_call, limits=rlm.sandbox_limits)
-        self.results: list[Result] = []
 
     async def _on_sub_call(self, request: SubCallRequest) -> list[str]:
         if self._current is None:
@@ -244,13 +243,11 @@ class Session:
             self._current = run
 
         try:
-            result = await self.rlm._start(
+            return await self.rlm._start(
                 question, self.context, budget, trace_path, emit, sandbox=self._sandbox, on_run=bind
             )
         finally:
             self._current = None
-        self.results.append(result)
-        return result
 
     async def aclose(self) -> None:
         await self._sandbox.aclose()
@@ -379,19 +376,22 @@ class _Run:
     # -- steps ------------------------------------------------------------------------------------
 
     async def _ask_root(self, messages: list[Message]) -> str:
+        return await self._complete("root", self.rlm.root, messages, depth=self.depth)
+
+    async def _complete(self, role: str, lm: LM, messages: list[Message], *, depth: int) -> str:
+        """One LM request under the shared concurrency limit, accounted and traced (failures too)."""
         started = time.monotonic()
         prompt = messages[-1]["content"]
         try:
             async with self.limiter:
-                completion = await self.rlm.root.complete(messages)
-        except RecursaError as exc:
-            self.emit(LMCalled(run_id=self.run_id, depth=self.depth, role="root", model=self.rlm.root.model,
-                               iteration=self.iteration, prompt=prompt, response="", error=str(exc),
-                               latency_s=time.monotonic() - started))
+                completion = await lm.complete(messages)
+        except Exception as exc:
+            self.emit(LMCalled(run_id=self.run_id, depth=depth, role=role, model=lm.model, iteration=self.iteration,
+                               prompt=prompt, response="", error=str(exc), latency_s=time.monotonic() - started))
             raise
         self._account(completion.usage, completion.cost_usd)
         self.emit(LMCalled(
-            run_id=self.run_id, depth=self.depth, role="root", model=completion.model or self.rlm.root.model,
+            run_id=self.run_id, depth=depth, role=role, model=completion.model or lm.model,
             iteration=self.iteration, prompt=prompt, response=completion.text,
             input_tokens=completion.usage.input_tokens, output_tokens=completion.usage.output_tokens,
             latency_s=time.monotonic() - started, cost_usd=completion.cost_usd,
@@ -477,24 +477,7 @@ class _Run:
         return answers
 
     async def _sub_lm(self, prompt: str) -> str:
-        started = time.monotonic()
-        model = self.rlm.sub.model
-        try:
-            async with self.limiter:
-                completion = await self.rlm.sub.complete([{"role": "user", "content": prompt}])
-        except Exception as exc:
-            self.emit(LMCalled(run_id=self.run_id, depth=self.depth + 1, role="sub", model=model,
-                               iteration=self.iteration, prompt=prompt, response="", error=str(exc),
-                               latency_s=time.monotonic() - started))
-            raise
-        self._account(completion.usage, completion.cost_usd)
-        self.emit(LMCalled(
-            run_id=self.run_id, depth=self.depth + 1, role="sub", model=completion.model or model,
-            iteration=self.iteration, prompt=prompt, response=completion.text,
-            input_tokens=completion.usage.input_tokens, output_tokens=completion.usage.output_tokens,
-            latency_s=time.monotonic() - started, cost_usd=completion.cost_usd,
-        ))
-        return completion.text
+        return await self._complete("sub", self.rlm.sub, [{"role": "user", "content": prompt}], depth=self.depth + 1)
 
     async def _sub_rlm(self, prompt: str) -> str:
         child = _Run(
