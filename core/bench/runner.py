@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from .._budget import Budget
-from .._context import load_context
+from .._context import Context, load_context
 from .._exceptions import LMError, RecursaError
 from .._lm import LM, Usage
 from .._loop import RLM, Result, run_sync
@@ -320,7 +320,7 @@ class _CaseRunner:
             "seconds": round(seconds, 2), "stopped_reason": result.stopped_reason,
             "iterations": result.iterations, "sub_calls": result.sub_calls, "error": result.error,
             "model": self.root.model, "sub_model": self.sub.model if method == "rlm" else None,
-            "context_chars": len(case.context), **extra, **case.info,
+            "context_chars": _as_text(case.context, None)[1], **extra, **case.info,
             "trace": trace.as_posix(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
 
@@ -342,9 +342,9 @@ class _CaseRunner:
         try:
             while True:
                 attempt += 1
-                shown = case.context[:room]
-                cut = len(case.context) - len(shown)
-                note = (f"\n\n[The text above is the first {len(shown):,} of {len(case.context):,} characters; "
+                shown, total = _as_text(case.context, room)
+                cut = total - len(shown)
+                note = (f"\n\n[The text above is the first {len(shown):,} of {total:,} characters; "
                         "the rest did not fit in the model's window.]" if cut else "")
                 prompt = f"{shown}{note}\n\nQuestion: {case.question}"
                 emit(IterationStarted(run_id=run_id, iteration=attempt, remaining={}))
@@ -375,8 +375,16 @@ class _CaseRunner:
                              usage=usage.to_dict(), cost_usd=cost, duration_s=duration, error=error))
             writer.close()
         result = Result(answer, reason, attempt, 0, usage, cost, duration, run_id, events, error)
-        return result, {"context_chars_seen": min(room, len(case.context)),
-                        "truncated": room < len(case.context)}
+        total = _as_text(case.context, None)[1]
+        return result, {"context_chars_seen": min(room, total), "truncated": room < total}
+
+
+def _as_text(context: str | Context, limit: int | None) -> tuple[str, int]:
+    """The context as the base model reads it (documents under their names), cut to ``limit``; and its length."""
+    if isinstance(context, Context):
+        context = "\n\n".join(f"=== {name} ===\n{doc}" for name, doc in zip(context.names, context.documents,
+                                                                             strict=True))
+    return (context if limit is None else context[:limit]), len(context)
 
 
 def _error_result(message: str) -> Result:

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._context import Context
+from .lookup import make_lookup, score_lookup
 from .oolong import make_oolong
 from .pairs import make_pairs
 from .sniah import DEPTHS, make_sniah, score_exact
@@ -22,7 +24,8 @@ class BenchCase:
     length: int
     """Requested context length in characters."""
     seed: int
-    context: str
+    context: str | Context
+    """One text, or named documents (source trees)."""
     question: str
     gold: str
     """The gold answer as shown in results (for pairs: how many pairs)."""
@@ -61,6 +64,13 @@ def _pairs(length: int, seed: int) -> BenchCase:
                      case.kind, case.score, {"gold_pairs": len(case.answer), "records": len(case.records)})
 
 
+def _lookup(length: int, seed: int) -> BenchCase:
+    case = make_lookup(length, seed)
+    context = Context(case.context, names=case.names, as_list=True) if case.names else case.context
+    return BenchCase("lookup", length, seed, context, case.question, " | ".join(case.gold), case.kind,
+                     lambda prediction: score_lookup(case, prediction), {"split": case.split})
+
+
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
@@ -68,6 +78,8 @@ TASKS: dict[str, Task] = {
         Task("oolong", "counting and comparison over line records with latent labels; 0.75**|diff| or exact",
              _oolong),
         Task("oolong-pairs", "all user pairs meeting a condition over labelled records; F1 over pairs", _pairs),
+        Task("lookup", "seven question shapes in many phrasings: needles, absent keys, source-tree lookups, "
+             "log counts, record sums; seeds >= 100 use held-out phrasings", _lookup),
     )
 }
 
