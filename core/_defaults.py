@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from ._exceptions import LMError
 from ._lm import LM
 
 __all__ = ["DEFAULT_OPENAI_MODEL", "LOCAL_MODEL_NAME", "default_lm", "uses_local_model"]
@@ -15,12 +16,13 @@ _announced = False
 
 
 def uses_local_model(model: str | None = None, base_url: str | None = None, api_key: str | None = None) -> bool:
-    """True when no endpoint is configured (no base URL, no API key) or ``model == "local"``."""
+    """True when ``default_lm`` picks the embedded model: ``model == "local"``, or no model named and no
+    endpoint configured (no base URL, no API key). A named hosted model never falls back to it."""
     if model == LOCAL_MODEL_NAME:
         return True
-    base_url = base_url or os.environ.get("OPENAI_BASE_URL")
-    api_key = api_key or os.environ.get("OPENAI_API_KEY")
-    return not base_url and not api_key
+    if model:
+        return False
+    return not _endpoint_configured(base_url, api_key)
 
 
 def default_lm(
@@ -33,11 +35,12 @@ def default_lm(
     """The model recursa uses when none is given.
 
     ``model`` falls back to ``$RECURSA_MODEL``. With an endpoint configured (``base_url``/``api_key`` or
-    ``$OPENAI_BASE_URL``/``$OPENAI_API_KEY``) that is an ``OpenAIChat``; otherwise, or for
-    ``model="local"``, the embedded ``LocalLlama`` (said once on stderr).
+    ``$OPENAI_BASE_URL``/``$OPENAI_API_KEY``) that is an ``OpenAIChat``; for ``model="local"``, or no model
+    and no endpoint, the embedded ``LocalLlama`` (said once on stderr). A model the user named that no
+    endpoint can serve raises ``LMError`` at once: silently answering with another model would mislead.
     """
     global _announced
-    model = model or os.environ.get("RECURSA_MODEL")
+    model = model or os.environ.get("RECURSA_MODEL") or None
     if uses_local_model(model, base_url, api_key):
         from ._local import LocalLlama
 
@@ -46,6 +49,16 @@ def default_lm(
             print("recursa: no OPENAI_API_KEY or OPENAI_BASE_URL set; using the embedded local model "
                   "(Qwen2.5-Coder-1.5B). Set one to use a hosted model.", file=sys.stderr)
         return LocalLlama()
+    if not _endpoint_configured(base_url, api_key):
+        raise LMError(
+            f"model {model!r} cannot be reached: no OPENAI_API_KEY or OPENAI_BASE_URL is set; set one "
+            f"(--api-key/--base-url), or use the model '{LOCAL_MODEL_NAME}' (--model local) for the embedded model",
+            model=model,
+        )
     from ._openai import OpenAIChat
 
     return OpenAIChat(model or DEFAULT_OPENAI_MODEL, base_url=base_url, api_key=api_key)
+
+
+def _endpoint_configured(base_url: str | None, api_key: str | None) -> bool:
+    return bool(base_url or os.environ.get("OPENAI_BASE_URL") or api_key or os.environ.get("OPENAI_API_KEY"))

@@ -4,8 +4,10 @@ One class covers OpenAI itself and the servers that speak its protocol (vLLM, ll
 Ollama, LM Studio, OpenRouter) through ``base_url``. The retry policy lives here rather than in the
 SDK (whose own retries are switched off) so that it is explicit and tested: 408, 429, 5xx, timeouts
 and connection failures are retried with exponential backoff and jitter, honouring ``Retry-After``;
-every other 4xx fails at once. SDK errors become recursa's ``LMError`` family with one-sentence,
-actionable messages that never contain the API key.
+every other 4xx, a host name that does not resolve and a reply that is not a chat completion fail at
+once, since waiting cannot fix them. Each retry is logged on the ``recursa.retries`` logger at INFO
+(silent in a library unless the application shows it; the CLI prints it on stderr). SDK errors become
+recursa's ``LMError`` family with one-sentence, actionable messages that never contain the API key.
 
 ``openai`` is imported on first use, so ``import recursa`` stays fast.
 """
@@ -19,9 +21,10 @@ import json
 import logging
 import os
 import random
+import socket
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["OpenAIChat"]
 
 logger = logging.getLogger("recursa")
+retry_logger = logging.getLogger("recursa.retries")
+"""One INFO record per retry, e.g. ``gpt-5-mini: HTTP 503 from http://host/v1, retry 2/4 in 1.2s``."""
 
 OPENAI_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "no-key-needed"
@@ -81,6 +86,8 @@ class OpenAIChat:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.model = model
         resolved_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        if resolved_url is not None:
+            _check_base_url(resolved_url, model)
         self.base_url: str | None = resolved_url.rstrip("/") if resolved_url else None
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
         if self._api_key is None and self.base_url is not None:
@@ -131,15 +138,15 @@ class OpenAIChat:
                 delay = self._retry_delay(exc, attempt)
                 if delay is None:
                     raise self._to_lm_error(exc, request["model"], attempt + 1) from exc
-                logger.info(
-                    "retrying %s at %s in %.2fs after %s (retry %d of %d)",
-                    request["model"], self.url, delay, _describe(exc), attempt + 1, self.max_retries,
+                retry_logger.info(
+                    "%s: %s, retry %d/%d in %.1fs",
+                    request["model"], self._describe(exc), attempt + 1, self.max_retries, delay,
                 )
                 await anyio.sleep(delay)
                 attempt += 1
                 continue
             logger.debug("%s answered in %.2fs", request["model"], time.monotonic() - started)
-            return self._to_completion(response, request["model"])
+            return self._to_completion(response, request["model"], messages)
 
     async def aclose(self) -> None:
         """Close the underlying HTTP connections; the client reopens them if used again."""
@@ -221,6 +228,12 @@ class OpenAIChat:
                 model=model,
             )
         if isinstance(exc, openai.APIConnectionError):
+            if (host := _unresolved_host(exc, self.url)) is not None:
+                return LMConnectionError(
+                    f"could not resolve the host {host!r} of {self.url} for model {model!r}: check the "
+                    "spelling of base_url (or OPENAI_BASE_URL) and your network's DNS",
+                    model=model,
+                )
             cause = self._redact(str(exc.__cause__ or exc))
             return LMConnectionError(
                 f"could not connect to {self.url} for model {model!r} ({tries}): {cause}; "
@@ -264,7 +277,7 @@ class OpenAIChat:
             )
         return LMError(f"model {model!r} at {self.url} failed: {self._redact(str(exc))}", model=model)
 
-    def _to_completion(self, response: Any, model: str) -> Completion:
+    def _to_completion(self, response: Any, model: str, messages: list[Message]) -> Completion:
         """Check that ``response`` is a usable chat completion and turn it into a ``Completion``."""
         from openai.types.chat import ChatCompletion
 
@@ -292,10 +305,23 @@ class OpenAIChat:
                 reason = f"finish_reason={finish}"
             raise LMResponseError(f"{where} sent a completion without text content: {reason}", model=model)
         usage = _usage(getattr(response, "usage", None))
+        if getattr(response, "usage", None) is None:  # some servers send none: estimate, so token budgets hold
+            usage = Usage.estimate(messages, content)
         served = getattr(response, "model", None) or model
         price = price_for(model, self.prices) or price_for(served, self.prices)
         cost = price.cost(usage) if price is not None else 0.0
         return Completion(text=content, usage=usage, cost_usd=cost, model=served)
+
+    def _describe(self, exc: Exception) -> str:
+        """What went wrong, in a few words, for a retry notice."""
+        import openai
+
+        if isinstance(exc, openai.APITimeoutError):
+            return f"no answer from {self.url} within {self.timeout_s:g}s"
+        if isinstance(exc, openai.APIStatusError):
+            return f"HTTP {exc.status_code} from {self.url}"
+        cause = self._redact(str(exc.__cause__ or exc)) or type(exc).__name__
+        return f"connection to {self.url} failed ({cause})"
 
     def _redact(self, text: str) -> str:
         key = self._api_key
@@ -336,7 +362,7 @@ def _is_retryable(exc: Exception) -> bool:
     import openai
 
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-        return True
+        return not any(isinstance(cause, socket.gaierror) for cause in _causes(exc))
     if isinstance(exc, openai.APIStatusError):
         if _error_code(exc) in _NO_RETRY_CODES:
             return False
@@ -384,9 +410,44 @@ def _error_code(exc: Exception) -> str | None:
     return str(code) if code else None
 
 
-def _describe(exc: Exception) -> str:
-    status = getattr(exc, "status_code", None)
-    return f"HTTP {status}" if status else type(exc).__name__
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the chain of exceptions behind it (SDK error -> httpx -> httpcore -> socket)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _unresolved_host(exc: BaseException, url: str) -> str | None:
+    """The host name of ``url`` when ``exc`` comes from DNS resolution failing, else ``None``."""
+    from urllib.parse import urlsplit
+
+    if not any(isinstance(cause, socket.gaierror) for cause in _causes(exc)):
+        return None
+    return urlsplit(url).hostname or url
+
+
+def _check_base_url(url: str, model: str) -> None:
+    """Refuse a base URL no request could reach (no scheme, no host) before the first call, not after retries."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        message = f"base_url {url!r} for model {model!r} is not a valid URL: {exc}"
+        raise LMConnectionError(message, model=model) from None
+    if parts.scheme in ("http", "https") and host:
+        return
+    if parts.scheme in ("http", "https"):
+        fix = "it has no host name"
+    elif "://" in url:
+        fix = "only http:// and https:// are supported"
+    else:
+        fix = f"it needs a scheme: 'http://{url}'"
+    raise LMConnectionError(f"base_url {url!r} for model {model!r} is not an http(s) URL: {fix}", model=model)
 
 
 def _usage(usage: Any) -> Usage:

@@ -16,13 +16,25 @@ __all__ = ["RunProgress"]
 
 
 class RunProgress:
-    """Reads trace events and shows a status line; ``enabled=False`` makes it a no-op."""
+    """Reads trace events and shows a status line; ``enabled=False`` makes it a no-op.
+
+    The line is redrawn ``refresh_per_second`` times a second, not only on events, so its clock keeps
+    ticking through a model call that takes a minute. ``console`` (else one on ``file``, else stderr)
+    and ``get_time`` are injectable for tests.
+    """
 
     def __init__(
-        self, *, file: IO[str] | None = None, enabled: bool = True, get_time: Callable[[], float] = time.monotonic
+        self,
+        *,
+        file: IO[str] | None = None,
+        enabled: bool = True,
+        get_time: Callable[[], float] = time.monotonic,
+        console: Console | None = None,
+        refresh_per_second: float = 4,
     ) -> None:
         self.enabled = enabled
-        self._console = Console(file=file, stderr=file is None)
+        self._console = console or Console(file=file, stderr=file is None)
+        self._refresh_per_second = refresh_per_second
         self._get_time = get_time
         self._started = get_time()
         self.iteration = 0
@@ -34,7 +46,9 @@ class RunProgress:
 
     def __enter__(self) -> RunProgress:
         if self.enabled:
-            self._live = Live(self.render(), console=self._console, refresh_per_second=4, transient=True)
+            # get_renderable: every automatic refresh re-renders, so the elapsed time moves between events.
+            self._live = Live(get_renderable=self.render, console=self._console,
+                              refresh_per_second=self._refresh_per_second, transient=True)
             self._live.__enter__()
         return self
 
@@ -58,7 +72,7 @@ class RunProgress:
         elif isinstance(event, RunFinished) and event.depth == 0:
             self.last = event.stopped_reason
         if self._live is not None:
-            self._live.update(self.render())
+            self._live.refresh()
 
     def render(self) -> Text:
         elapsed = self._get_time() - self._started

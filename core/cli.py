@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import typer
 from ._budget import Budget
 from ._context import load_paths
 from ._exceptions import RecursaError
-from ._lm import LM
+from ._lm import LM, Usage
 from ._loop import RLM, Result, run_sync
 from ._progress import RunProgress
 from .bench.commands import bench, view
@@ -24,8 +25,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: flags show no value placeholder (rich panels print "<bool>" after --json and --help).
+    rich_markup_mode=None,
 )
-model_app = typer.Typer(help="Manage the embedded local model.", no_args_is_help=True)
+model_app = typer.Typer(help="Manage the embedded local model.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(model_app, name="model")
 
 
@@ -37,16 +40,49 @@ def _fail(message: str, code: int = 1) -> None:
 def make_models(
     model: str | None, sub_model: str | None, base_url: str | None, api_key: str | None
 ) -> tuple[LM, LM]:
-    """Root and sub model from CLI options and the environment (the same rules for every command)."""
+    """Root and sub model from CLI options and the environment (the same rules for every command).
+
+    A model the user named (option or ``RECURSA_MODEL``/``RECURSA_SUB_MODEL``) that no endpoint can serve is
+    an ``LMError`` naming the fix; only when no model is named does the embedded model stand in.
+    """
     from ._defaults import default_lm, uses_local_model
 
-    model = model or os.environ.get("RECURSA_MODEL")
-    sub_model = sub_model or os.environ.get("RECURSA_SUB_MODEL")
+    model = model or os.environ.get("RECURSA_MODEL") or None
+    sub_model = sub_model or os.environ.get("RECURSA_SUB_MODEL") or None
     root = default_lm(model, base_url=base_url, api_key=api_key)
     if not sub_model or sub_model == model or (uses_local_model(sub_model, base_url, api_key) and
                                                  uses_local_model(model, base_url, api_key)):
         return root, root
     return root, default_lm(sub_model, base_url=base_url, api_key=api_key, announce=False)
+
+
+class _StderrNotices(logging.Handler):
+    """Prints log records as ``recursa: <message>`` on the current ``sys.stderr``.
+
+    Looked up at each record, not bound once, so the live status line (which redirects stderr while it
+    draws) keeps the notice above itself instead of tearing.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(f"recursa: {record.getMessage()}", file=sys.stderr, flush=True)
+        except Exception:
+            self.handleError(record)
+
+
+def show_retries_on_stderr() -> None:
+    """Say on stderr when a model call is retried; the library itself stays silent (``recursa.retries``)."""
+    retries = logging.getLogger("recursa.retries")
+    if not any(isinstance(h, _StderrNotices) for h in retries.handlers):
+        retries.addHandler(_StderrNotices(logging.INFO))
+    retries.setLevel(logging.INFO)
+    retries.propagate = False
+
+
+@app.callback()
+def _main() -> None:
+    """Recursive Language Models: answer questions over contexts far larger than any model's window."""
+    show_retries_on_stderr()
 
 
 def run_with_progress(rlm: RLM, question: str, context: Any, *, budget: Budget, trace: Path | None,
@@ -60,31 +96,51 @@ def run_with_progress(rlm: RLM, question: str, context: Any, *, budget: Budget, 
     return run_sync(go)
 
 
+# Options several commands share: one definition, one help text.
+ModelOption = Annotated[
+    str | None, typer.Option("--model", metavar="NAME", help="Root model name, or 'local'. Env: RECURSA_MODEL.")
+]
+SubModelOption = Annotated[
+    str | None, typer.Option("--sub-model", metavar="NAME", help="Sub-call model. Env: RECURSA_SUB_MODEL.")
+]
+BaseUrlOption = Annotated[
+    str | None, typer.Option("--base-url", metavar="URL", help="OpenAI-compatible endpoint. Env: OPENAI_BASE_URL.")
+]
+ApiKeyOption = Annotated[str | None, typer.Option("--api-key", metavar="KEY", help="API key. Env: OPENAI_API_KEY.")]
+
+
 @app.command()
 def ask(
-    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    question: Annotated[str, typer.Argument(metavar="QUESTION", help="The question to answer.")],
     context: Annotated[
-        list[str], typer.Option("--context", "-c", help="File, directory, glob, or - for stdin. Repeatable.")
+        list[str],
+        typer.Option("--context", "-c", metavar="PATH", help="File, directory, glob, or - for stdin. Repeatable."),
     ],
-    model: Annotated[str | None, typer.Option(help="Root model name, or 'local'. Env: RECURSA_MODEL.")] = None,
-    sub_model: Annotated[str | None, typer.Option(help="Sub-call model. Env: RECURSA_SUB_MODEL.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint. Env: OPENAI_BASE_URL.")] = None,
-    api_key: Annotated[str | None, typer.Option(help="API key. Env: OPENAI_API_KEY.")] = None,
-    max_iterations: Annotated[int | None, typer.Option(help="Root turns (default 30).")] = None,
-    max_depth: Annotated[int | None, typer.Option(help="Recursion depth (1 = plain sub-calls).")] = None,
-    max_sub_calls: Annotated[int | None, typer.Option(help="Sub-calls in all (default 500).")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Tokens in all, root and sub.")] = None,
-    max_cost: Annotated[float | None, typer.Option(help="US dollars in all.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Wall-clock seconds (default 900).")] = None,
-    concurrency: Annotated[int, typer.Option(help="LM requests in flight at once.")] = 8,
-    include: Annotated[list[str] | None, typer.Option(help="Only files matching this glob (directories).")] = None,
-    exclude: Annotated[list[str] | None, typer.Option(help="Skip files matching this glob (directories).")] = None,
-    trace: Annotated[Path | None, typer.Option(help="Write the trace as JSONL here.")] = None,
+    model: ModelOption = None,
+    sub_model: SubModelOption = None,
+    base_url: BaseUrlOption = None,
+    api_key: ApiKeyOption = None,
+    max_iterations: Annotated[int | None, typer.Option(metavar="N", help="Root turns (default 30).")] = None,
+    max_depth: Annotated[int | None, typer.Option(metavar="N", help="Recursion depth (1 = plain sub-calls).")] = None,
+    max_sub_calls: Annotated[int | None, typer.Option(metavar="N", help="Sub-calls in all (default 500).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(metavar="N", help="Tokens in all, root and sub.")] = None,
+    max_cost: Annotated[float | None, typer.Option(metavar="USD", help="US dollars in all.")] = None,
+    timeout: Annotated[float | None, typer.Option(metavar="SECONDS", help="Wall-clock seconds (default 900).")] = None,
+    concurrency: Annotated[int, typer.Option(metavar="N", help="LM requests in flight at once.")] = 8,
+    include: Annotated[
+        list[str] | None, typer.Option(metavar="GLOB", help="Only files matching this glob (directories).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(metavar="GLOB", help="Skip files matching this glob (directories).")
+    ] = None,
+    trace: Annotated[Path | None, typer.Option(metavar="PATH", help="Write the trace as JSONL here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the answer.")] = False,
 ) -> None:
     """Answer QUESTION over the given context with the RLM loop."""
     try:
         ctx = load_paths(context, include=include or (), exclude=exclude or ())
+        if ctx.manifest is not None:  # what was read and what was skipped, and why (the full list is in the trace)
+            typer.echo(f"recursa: context: {ctx.manifest.summary()}", err=True)
         root, sub = make_models(model, sub_model, base_url, api_key)
         budget = Budget().with_overrides(max_iterations=max_iterations, max_depth=max_depth,
                                          max_sub_calls=max_sub_calls, max_tokens=max_tokens,
@@ -92,29 +148,53 @@ def ask(
         rlm = RLM(root, sub, budget=budget, concurrency=concurrency)
         result = run_with_progress(rlm, question, ctx, budget=budget, trace=trace, show=sys.stderr.isatty())
     except RecursaError as exc:
-        _fail(str(exc))
+        _fail_run(str(exc), as_json, partial=getattr(exc, "result", None))
         return
     except KeyboardInterrupt:
-        _fail("cancelled", 130)
+        _fail_run("cancelled", as_json, code=130, stopped_reason="cancelled")
+        return
+    except Exception as exc:  # a bug, not a user error: still one line (and one JSON object), never a traceback
+        _fail_run(f"unexpected {type(exc).__name__}: {exc} (a bug in recursa; please report it)", as_json)
         return
     if as_json:
-        out = {k: v for k, v in result.to_dict().items() if k != "run_id"}
-        typer.echo(json.dumps(out, ensure_ascii=False))
+        typer.echo(json.dumps(_result_json(result), ensure_ascii=False))
     else:
         typer.echo(result.answer if result.answer is not None else "")
         if result.stopped_reason != "final":
             typer.echo(f"recursa: stopped by {result.stopped_reason}; the answer is the model's best guess.", err=True)
 
 
+def _result_json(result: Result) -> dict[str, Any]:
+    return {k: v for k, v in result.to_dict().items() if k != "run_id"}
+
+
+def _fail_run(
+    message: str, as_json: bool, *, partial: Result | None = None, code: int = 1, stopped_reason: str = "error"
+) -> None:
+    """End a failed ``ask``: one error line on stderr and, with ``--json``, still exactly one JSON object on
+    stdout (what the run spent up to the failure), so scripts parsing stdout never see nothing."""
+    if as_json:
+        if isinstance(partial, Result):
+            out = _result_json(partial)
+        else:
+            out = {"answer": None, "stopped_reason": stopped_reason, "iterations": 0, "sub_calls": 0,
+                   "usage": Usage().to_dict(), "cost_usd": 0.0, "duration_s": 0.0}
+        out["error"] = message
+        typer.echo(json.dumps(out, ensure_ascii=False))
+    _fail(message, code)
+
+
 @app.command()
 def demo(
-    chars: Annotated[int, typer.Option(help="Haystack size in characters.")] = 1_000_000,
-    seed: Annotated[int | None, typer.Option(help="Seed of the haystack and needle (default: random).")] = None,
-    model: Annotated[str | None, typer.Option(help="Root and sub model, or 'local'. Env: RECURSA_MODEL.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint. Env: OPENAI_BASE_URL.")] = None,
-    api_key: Annotated[str | None, typer.Option(help="API key. Env: OPENAI_API_KEY.")] = None,
-    max_iterations: Annotated[int, typer.Option(help="Root turns.")] = 8,
-    trace: Annotated[Path, typer.Option(help="Where to write the trace (JSONL).")] = Path("recursa-demo-trace.jsonl"),
+    chars: Annotated[int, typer.Option(metavar="N", help="Haystack size in characters.")] = 1_000_000,
+    seed: Annotated[int | None, typer.Option(metavar="N", help="Haystack and needle seed (default: random).")] = None,
+    model: ModelOption = None,
+    base_url: BaseUrlOption = None,
+    api_key: ApiKeyOption = None,
+    max_iterations: Annotated[int, typer.Option(metavar="N", help="Root turns.")] = 8,
+    trace: Annotated[
+        Path | None, typer.Option(metavar="PATH", help="Also write the trace (JSONL) here, for `recursa view`.")
+    ] = None,
 ) -> None:
     """Hide a random needle in a haystack of CHARS characters and find it with the full RLM loop."""
     import random
@@ -141,21 +221,22 @@ def demo(
     typer.echo(f"model {root.model}, {result.iterations} iterations, {result.sub_calls} sub-calls, "
                f"{result.usage.total_tokens:,} tokens, ${result.cost_usd:.4f}, {time.monotonic() - started:.1f} s, "
                f"stopped: {result.stopped_reason}")
-    typer.echo(f"trace:    {trace}  (view it with: recursa view {trace})")
+    if trace is not None:
+        typer.echo(f"trace:    {trace}  (view it with: recursa view {trace})")
 
 
 @app.command()
 def mcp(
     http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP instead of stdio.")] = False,
-    host: Annotated[str, typer.Option(help="HTTP host.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    host: Annotated[str, typer.Option(metavar="HOST", help="HTTP host.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="HTTP port.")] = 8000,
     root: Annotated[
-        list[str] | None, typer.Option("--root", help="Directory the tools may read under. Repeatable.")
+        list[str] | None, typer.Option("--root", metavar="DIR", help="Directory the tools may read under. Repeatable.")
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Root model name, or 'local'. Env: RECURSA_MODEL.")] = None,
-    sub_model: Annotated[str | None, typer.Option(help="Sub-call model. Env: RECURSA_SUB_MODEL.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint. Env: OPENAI_BASE_URL.")] = None,
-    api_key: Annotated[str | None, typer.Option(help="API key. Env: OPENAI_API_KEY.")] = None,
+    model: ModelOption = None,
+    sub_model: SubModelOption = None,
+    base_url: BaseUrlOption = None,
+    api_key: ApiKeyOption = None,
     sampling: Annotated[bool, typer.Option("--sampling", help="Use the MCP client's own model.")] = False,
 ) -> None:
     """Serve recursa's tools over MCP (stdio by default) for Claude Desktop, Claude Code and IDEs."""

@@ -154,3 +154,122 @@ def test_server_down_is_a_clear_error(tmp_path: Path) -> None:
     proc = recursa("ask", "q", "--context", str(tmp_path / "c.txt"), "--model", "m", "--base-url", url,
                    "--api-key", "sk-test")
     _assert_one_line_error(proc, "127.0.0.1")
+
+
+# -- issue 11: a named model never silently becomes another one --------------------------------------------------
+
+
+def test_named_hosted_model_without_endpoint_is_an_error_not_the_local_model(tmp_path: Path) -> None:
+    (tmp_path / "c.txt").write_text("some text")
+    proc = recursa("ask", "q", "--context", str(tmp_path / "c.txt"), "--model", "gpt-5-mini")
+    _assert_one_line_error(proc, "'gpt-5-mini'", "OPENAI_API_KEY", "--base-url", "--model local")
+    assert "embedded local model (Qwen" not in proc.stderr  # it did not fall back
+
+
+def test_model_named_in_env_without_endpoint_is_the_same_error(tmp_path: Path) -> None:
+    (tmp_path / "c.txt").write_text("some text")
+    proc = recursa("ask", "q", "--context", str(tmp_path / "c.txt"), env={"RECURSA_MODEL": "gpt-5-mini"})
+    _assert_one_line_error(proc, "'gpt-5-mini'", "OPENAI_API_KEY", "--model local")
+
+
+def test_make_models_local_only_when_nothing_is_named(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from recursa import _defaults
+    from recursa._exceptions import LMError
+    from recursa._local import LocalLlama
+    from recursa.cli import make_models
+
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RECURSA_MODEL", "RECURSA_SUB_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(_defaults, "_announced", False)
+    root, sub = make_models(None, None, None, None)  # nothing named, no endpoint: the embedded model, said so
+    assert isinstance(root, LocalLlama) and sub is root
+    assert "embedded local model" in capsys.readouterr().err
+    root, sub = make_models("local", "local", None, None)
+    assert isinstance(root, LocalLlama) and sub is root
+    with pytest.raises(LMError, match="'gpt-5-nano' cannot be reached"):
+        make_models(None, "gpt-5-nano", None, None)  # a named sub-model is held to the same rule
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    root, sub = make_models("gpt-5-mini", "local", None, None)
+    assert root.model == "gpt-5-mini" and isinstance(sub, LocalLlama)
+
+
+# -- issue 11: endpoint mistakes fail at once, retries are announced ---------------------------------------------
+
+
+def test_base_url_without_scheme_fails_at_once(tmp_path: Path) -> None:
+    (tmp_path / "c.txt").write_text("some text")
+    proc = recursa("ask", "q", "--context", str(tmp_path / "c.txt"), "--model", "m",
+                   "--base-url", "localhost:8000/v1")
+    _assert_one_line_error(proc, "'localhost:8000/v1'", "'http://localhost:8000/v1'")
+    assert "retry" not in proc.stderr
+
+
+def test_unresolvable_host_fails_at_once(tmp_path: Path) -> None:
+    (tmp_path / "c.txt").write_text("some text")
+    proc = recursa("ask", "q", "--context", str(tmp_path / "c.txt"), "--model", "m",
+                   "--base-url", "http://no-such-host.invalid/v1", "--json")
+    _assert_one_line_error(proc, "could not resolve", "no-such-host.invalid")
+    assert "retry" not in proc.stderr
+    assert json.loads(proc.stdout)["stopped_reason"] == "error"
+
+
+def test_retries_are_announced_on_stderr(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    expected = make_log(log, size=20_000)
+    busy = {"status": 503, "error": "overloaded", "headers": {"Retry-After": "0.01"}}
+    first = [True]
+
+    def flaky(request: dict[str, Any]) -> Any:
+        if request["model"] == "root-model" and first[0]:
+            first[0] = False
+            return busy
+        return script(request)
+
+    with FakeOpenAIServer(responder=flaky) as srv:
+        proc = recursa("ask", "Which user has the most ERROR lines?", "--context", str(log), "--model", "root-model",
+                       "--sub-model", "sub-model", "--base-url", srv.base_url, "--api-key", "sk-test")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == expected
+    notices = [line for line in proc.stderr.splitlines() if "retry" in line]
+    assert notices == [f"recursa: root-model: HTTP 503 from {srv.base_url}, retry 1/4 in 0.0s"]
+
+
+# -- issue 11: demo leaves nothing behind; help shows sensible placeholders ---------------------------------------
+
+
+def _demo(tmp_path: Path, server: FakeOpenAIServer, *extra: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RECURSA_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "recursa.cli", "demo", "--chars", "3000", "--seed", "1", "--model", "m",
+         "--base-url", server.base_url, "--api-key", "sk-test", *extra],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=base,
+    )
+
+
+def test_demo_writes_no_trace_unless_asked(tmp_path: Path) -> None:
+    with FakeOpenAIServer(responder=lambda request: "```repl\nFINAL('not it')\n```") as srv:
+        proc = _demo(tmp_path, srv)
+        assert proc.returncode == 0, proc.stderr
+        assert list(tmp_path.iterdir()) == []
+        assert "trace:" not in proc.stdout
+        proc = _demo(tmp_path, srv, "--trace", "t.jsonl")
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["t.jsonl"]
+    assert "trace:    t.jsonl" in proc.stdout
+
+
+def test_help_shows_no_type_placeholders() -> None:
+    from recursa.cli import app
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    for args in (["--help"], ["ask", "--help"], ["demo", "--help"], ["mcp", "--help"]):
+        out = runner.invoke(app, args, terminal_width=120).output
+        assert "<bool>" not in out and "<list[str]>" not in out and "<str>" not in out.split("Options:")[1], out
+    out = runner.invoke(app, ["ask", "--help"], terminal_width=120).output
+    lines = {line.split()[0] if not line.strip().startswith("-c") else "--context": line.strip()
+             for line in out.splitlines() if line.strip().startswith("-")}
+    assert lines["--context"].startswith("-c, --context PATH ")
+    assert lines["--include"].startswith("--include GLOB ") and lines["--trace"].startswith("--trace PATH ")
+    assert lines["--json"].split()[1] == "Print"  # a flag takes no value

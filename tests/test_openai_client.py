@@ -105,10 +105,12 @@ def test_max_tokens_becomes_max_completion_tokens_on_openai() -> None:
 
 
 @pytest.mark.anyio
-async def test_usage_missing_counts_zero() -> None:
-    with FakeOpenAIServer(lambda request: {"text": "ok", "usage": None}) as server:
-        completion = await chat(server).complete(HI)
-    assert completion.usage == Usage() and completion.cost_usd == 0.0
+async def test_usage_missing_is_estimated_so_token_budgets_hold() -> None:
+    reply = {"text": "x" * 400, "usage": None}
+    with FakeOpenAIServer(lambda request: reply) as server:
+        completion = await chat(server, model="unpriced").complete([{"role": "user", "content": "y" * 800}])
+    assert completion.usage == Usage(input_tokens=200, output_tokens=100)  # about 4 characters a token
+    assert completion.cost_usd == 0.0
 
 
 @pytest.mark.anyio
@@ -290,6 +292,46 @@ async def test_timeout_is_timeout_error_after_retries() -> None:
         elapsed = time.monotonic() - started
     assert elapsed < 1.5
     assert server.request_count == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [("localhost:8000/v1", "'http://localhost:8000/v1'"), ("ftp://host/v1", "http:// and https://"),
+     ("http:///v1", "no host name")],
+)
+def test_malformed_base_url_fails_before_any_request(url: str, hint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(LMConnectionError, match=f"base_url {url!r}.*{hint}"):
+        OpenAIChat("m", base_url=url)
+    monkeypatch.setenv("OPENAI_BASE_URL", url)  # the environment is held to the same rule
+    with pytest.raises(LMConnectionError, match="is not an http"):
+        OpenAIChat("m")
+
+
+@pytest.mark.anyio
+async def test_unresolvable_host_is_not_retried() -> None:
+    started = time.monotonic()
+    with pytest.raises(LMConnectionError, match="could not resolve the host 'no-such-host.invalid'") as caught:
+        await OpenAIChat("m", base_url="http://no-such-host.invalid/v1", backoff_s=2.0).complete(HI)
+    assert time.monotonic() - started < 1.0  # one retry would wait at least 1 s
+    assert "check the spelling of base_url" in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_each_retry_is_logged_and_the_library_stays_quiet(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with FakeOpenAIServer(sequence({"status": 503}, {"drop": True}, "ok")) as server:
+        with caplog.at_level("INFO", logger="recursa.retries"):
+            assert (await chat(server, model="gpt-5-mini").complete(HI)).text == "ok"
+    notices = [r.getMessage() for r in caplog.records if r.name == "recursa.retries"]
+    assert len(notices) == 2
+    assert notices[0].startswith(f"gpt-5-mini: HTTP 503 from {server.base_url}, retry 1/4 in ")
+    assert notices[1].startswith(f"gpt-5-mini: connection to {server.base_url} failed (")
+    assert "retry 2/4 in " in notices[1]
+    caplog.clear()
+    with FakeOpenAIServer(sequence({"status": 503}, "ok")) as server:
+        await chat(server).complete(HI)
+    assert capsys.readouterr().err == ""  # no handler configured: INFO records print nothing
 
 
 def test_repr_shows_model_and_url_not_key() -> None:

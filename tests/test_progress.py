@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 from recursa import IterationStarted, LMCalled, SubCallsStarted
 from recursa._progress import RunProgress
@@ -25,3 +26,20 @@ def test_disabled_progress_writes_nothing() -> None:
     with RunProgress(file=out, enabled=False) as progress:
         progress.update(IterationStarted(run_id="r", iteration=1, remaining={}))
     assert out.getvalue() == ""
+
+
+def test_clock_ticks_between_events() -> None:
+    """During a model call no event arrives for a minute; the line must still show time passing."""
+    from rich.console import Console
+
+    now = [0.0]
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    with RunProgress(console=console, get_time=lambda: now[0], refresh_per_second=50) as progress:
+        progress.update(IterationStarted(run_id="r", iteration=1, remaining={}))
+        assert "0s · thinking" in out.getvalue()
+        now[0] = 42.0  # no event: only the display's own timer can redraw the line
+        deadline = time.monotonic() + 5
+        while "42s · thinking" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert "42s · thinking" in out.getvalue()
