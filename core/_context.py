@@ -1,24 +1,27 @@
-"""Turning what the user hands us (a string, bytes, paths, globs, stdin) into the REPL's ``context``."""
+"""Turning what the user hands us (a string, bytes, paths, globs, stdin) into the REPL's ``context``.
+
+Which files a path may bring in is decided in one place, ``recursa._files`` (roots, symlinks, ignore
+files, size limits); this module only shapes texts into a ``Context``.
+"""
 
 from __future__ import annotations
 
-import glob as globlib
 import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import ContextError
+
+if TYPE_CHECKING:
+    from ._files import Manifest
 
 __all__ = ["Context", "ContextSource", "load_context"]
 
 ContextSource = "str | bytes | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Context"
 
 _SNIFF_BYTES = 8192
-_DEFAULT_EXCLUDES = (".git/*", "*/.git/*", "__pycache__/*", "*/__pycache__/*", "node_modules/*", "*/node_modules/*")
 
 
 @dataclass
@@ -34,8 +37,8 @@ class Context:
     metadata: list[dict[str, Any]] = field(default_factory=list)
     as_list: bool = False
     """Show the REPL a list even when there is a single document (it came from a directory or list)."""
-    skipped: list[str] = field(default_factory=list)
-    """Files left out because they were binary or not valid text."""
+    manifest: Manifest | None = None
+    """For a context read from files: what was loaded, what was left out and why (``recursa._files``)."""
 
     def __post_init__(self) -> None:
         if not self.names:
@@ -44,6 +47,11 @@ class Context:
             self.metadata = [{} for _ in self.documents]
         if len(self.documents) > 1:
             self.as_list = True
+
+    @property
+    def skipped(self) -> list[str]:
+        """Files and directories left out, each as ``"name (why)"``."""
+        return [str(s) for s in self.manifest.skipped] if self.manifest is not None else []
 
     @property
     def total_chars(self) -> int:
@@ -55,7 +63,8 @@ class Context:
         return list(self.documents) if self.as_list else self.documents[0]
 
     def describe(self, preview_chars: int = 500) -> dict[str, Any]:
-        """Metadata the root model sees instead of the context itself."""
+        """Metadata about the context, never its text beyond a preview: the root model is shown parts of it,
+        and ``RunStarted`` carries all of it (the file manifest included) into the trace."""
         lengths = [len(d) for d in self.documents]
         first = self.documents[0] if self.documents else ""
         info: dict[str, Any] = {
@@ -67,6 +76,8 @@ class Context:
         if self.as_list:
             info["lengths"] = lengths
             info["names"] = self.names
+        if self.manifest is not None:
+            info["manifest"] = self.manifest.to_dict()
         return info
 
 
@@ -76,12 +87,15 @@ def load_context(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
 ) -> Context:
-    """Load a context from a string, bytes, a ``Context``, a path (file, directory, glob, ``-`` for stdin)
-    or a list of those. Plain strings are text, never paths: wrap a path in ``Path``.
+    """Load a context from a string, bytes, a ``Context``, a path (file, directory or glob) or a list of
+    those. Plain strings are text, never paths: wrap a path in ``Path``.
 
-    Binary and undecodable files are skipped and listed in ``Context.skipped``; a missing path or a
-    context with no text raises ``ContextError``.
+    Paths go through ``recursa._files.load_files``: ignore files and the default skips apply, binary
+    and undecodable files are left out, and ``Context.manifest`` says what was read and skipped. A
+    missing path or a context with no text raises ``ContextError``.
     """
+    from ._files import load_files
+
     if isinstance(source, Context):
         ctx = source
     elif isinstance(source, str):
@@ -89,11 +103,11 @@ def load_context(
     elif isinstance(source, bytes | bytearray | memoryview):
         ctx = Context([_decode_bytes(bytes(source), "<bytes>")])
     elif isinstance(source, os.PathLike):
-        ctx = _from_paths([os.fspath(source)], include, exclude)
+        ctx = load_files([source], include=include, exclude=exclude)
     elif isinstance(source, Iterable):
         items = list(source)
         if items and all(isinstance(i, os.PathLike) for i in items):
-            ctx = _from_paths([os.fspath(i) for i in items], include, exclude)
+            ctx = load_files(items, include=include, exclude=exclude)
         elif all(isinstance(i, str) for i in items):
             ctx = Context(list(items), as_list=True)
         else:
@@ -101,93 +115,22 @@ def load_context(
     else:
         raise ContextError(f"Cannot use a {type(source).__name__} as a context; pass str, bytes, Path or a list.")
     if not ctx.documents or ctx.total_chars == 0:
-        hint = f" ({len(ctx.skipped)} binary or undecodable files skipped)" if ctx.skipped else ""
+        hint = f" ({ctx.manifest.skipped_text()})" if ctx.manifest is not None and ctx.manifest.skipped else ""
         raise ContextError(f"The context is empty{hint}: give recursa some text to reason over.")
     return ctx
 
 
 def load_paths(specs: Sequence[str], *, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> Context:
     """Load the CLI's ``--context`` arguments: files, directories, globs, or ``-`` for stdin."""
-    return load_context(_from_paths(list(specs), include, exclude))
+    from ._files import load_files
 
-
-def _from_paths(specs: list[str], include: Sequence[str], exclude: Sequence[str]) -> Context:
-    docs: list[str] = []
-    names: list[str] = []
-    metadata: list[dict[str, Any]] = []
-    skipped: list[str] = []
-    from_dir = len(specs) > 1
-    for spec in specs:
-        if spec == "-":
-            data = sys.stdin.buffer.read()
-            docs.append(_decode_bytes(data, "<stdin>"))
-            names.append("<stdin>")
-            metadata.append({"source": "stdin"})
-            continue
-        for path, display in _expand(spec, include, exclude):
-            if display in names:  # the same file named twice (e.g. a directory and a glob inside it)
-                continue
-            from_dir = from_dir or Path(spec).is_dir() or _is_glob(spec)
-            text = _read_text(path)
-            if text is None:
-                skipped.append(display)
-                continue
-            docs.append(text)
-            names.append(display)
-            metadata.append({"path": str(path), "bytes": path.stat().st_size})
-    if skipped:
-        shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
-        print(f"recursa: skipped {len(skipped)} binary or undecodable file(s): {shown}", file=sys.stderr)
-    return Context(docs, names, metadata, as_list=from_dir or len(docs) > 1, skipped=skipped)
-
-
-def _is_glob(spec: str) -> bool:
-    return any(c in spec for c in "*?[")
-
-
-def _expand(spec: str, include: Sequence[str], exclude: Sequence[str]) -> list[tuple[Path, str]]:
-    path = Path(spec).expanduser()
-    if _is_glob(spec) and not path.exists():
-        matches = sorted(Path(p) for p in globlib.glob(os.path.expanduser(spec), recursive=True))
-        files = [m for m in matches if m.is_file()]
-        if not files:
-            raise ContextError(f"No file matches the glob {spec!r}.")
-        return [(f, str(f)) for f in files if _wanted(str(f), include, exclude)]
-    if not path.exists():
-        raise ContextError(f"Context path not found: {spec}")
-    if path.is_file():
-        return [(path, str(path))]
-    if not path.is_dir():
-        raise ContextError(f"Context path is neither a file nor a directory: {spec}")
-    found = []
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
-            full = Path(root) / name
-            rel = full.relative_to(path).as_posix()
-            if _wanted(rel, include, (*_DEFAULT_EXCLUDES, *exclude)):
-                found.append((full, rel if len(rel) else name))
-    return found
-
-
-def _wanted(rel: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
-    base = rel.rsplit("/", 1)[-1]
-    if include and not any(fnmatch(rel, p) or fnmatch(base, p) for p in include):
-        return False
-    return not any(fnmatch(rel, p) or fnmatch(base, p) for p in exclude)
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ContextError(f"Cannot read context file {path}: {exc.strerror}") from None
-    if b"\x00" in data[:_SNIFF_BYTES]:
-        return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    files = [s for s in specs if s != "-"]
+    ctx = load_files(files, include=include, exclude=exclude) if files else Context([])
+    if "-" in specs:
+        text = _decode_bytes(sys.stdin.buffer.read(), "<stdin>")
+        ctx = Context([text, *ctx.documents], ["<stdin>", *ctx.names], [{"source": "stdin"}, *ctx.metadata],
+                      as_list=ctx.as_list or bool(ctx.documents), manifest=ctx.manifest)
+    return load_context(ctx)
 
 
 def _decode_bytes(data: bytes, label: str) -> str:

@@ -2,6 +2,8 @@
 
     RecursaError
     ├── ContextError          the context could not be loaded (missing path, empty, all binary)
+    │   ├── PathNotAllowedError  a path leads outside the allowed roots (through ``..`` or a symlink)
+    │   └── ContextTooLargeError the files named are over the size or file-count limits
     ├── LMError               a language-model call failed
     │   ├── LMTimeoutError    the endpoint did not answer in time (after retries)
     │   ├── LMConnectionError the endpoint could not be reached (after retries)
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 __all__ = [
     "ContextError",
+    "ContextTooLargeError",
     "LMConnectionError",
     "LMError",
     "LMResponseError",
     "LMTimeoutError",
     "ModelInstallError",
     "ModelNotFoundError",
+    "PathNotAllowedError",
     "RecursaError",
     "SandboxError",
 ]
@@ -35,6 +39,25 @@ class RecursaError(Exception):
 
 class ContextError(RecursaError):
     """The context could not be loaded."""
+
+
+class PathNotAllowedError(ContextError):
+    """A path leads outside the allowed roots, through ``..`` or a symlink; nothing of it was read."""
+
+    def __init__(self, message: str, *, path: str, resolved: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.resolved = resolved
+
+
+class ContextTooLargeError(ContextError):
+    """The files named are over a size or file-count limit; nothing was read."""
+
+    def __init__(self, message: str, *, biggest: list[tuple[str, int]], limit: int) -> None:
+        super().__init__(message)
+        self.biggest = biggest
+        """The largest files, ``(name, bytes)``, biggest first."""
+        self.limit = limit
 
 
 class LMError(RecursaError):

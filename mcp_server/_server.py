@@ -35,7 +35,7 @@ from recursa import (
 from recursa import Context as RecursaContext
 from recursa._defaults import uses_local_model
 
-from ._paths import AllowedRoots, Limits, PathError, gather_context
+from ._paths import AllowedRoots, Limits, PathError, gather_context, server_roots
 from ._registry import ContextRegistry, OpenContext, TraceStore, UnknownContext
 from ._sampling import SamplingLM, SamplingUnavailable, check_sampling
 from ._sdk import (
@@ -77,14 +77,18 @@ questions. Close it with close_context when done. Paths must lie under the serve
 
 PATHS_DESC = (
     "Files or directories to read, absolute or relative to an allowed root (the server's working "
-    "directory unless configured). Directories are read recursively, skipping .git, node_modules and caches."
+    "directory unless configured). Directories are read recursively the way ripgrep searches them: .gitignore "
+    "and .ignore rules apply, and version control, virtualenvs, node_modules, build outputs and caches are skipped."
 )
 GLOB_DESC = "Only read files matching this pattern inside the directories, e.g. '**/*.py' or '*.log'. " \
     "With no paths it searches every allowed root."
 TEXT_DESC = "Inline text to use as (part of) the context, for small texts only; pass bigger ones as paths."
 COST_DESC = "Stop spending after this many US dollars (root and sub-model calls together)."
 ITER_DESC = "Most root-model turns for this question (default 30)."
-SKIPPED_DESC = "Files left out (binary, or symlinks leading out of the allowed roots)."
+SKIPPED_DESC = (
+    "Files and directories left out, each with its reason (ignored, virtualenv, binary, symlink out of the "
+    "allowed directories, ...); the full list is in the trace and, for load_context, in its context manifest."
+)
 
 
 # -- tool results ---------------------------------------------------------------------------------
@@ -386,7 +390,7 @@ def create_server(
             ``rlm_factory`` is given, whose RLM's budget is used instead.
         limits: how much one call may load (inline text size, files, bytes).
     """
-    allowed = AllowedRoots(roots or [Path.cwd()])
+    allowed = server_roots(roots or [Path.cwd()])
     base_budget = budget or Budget()
 
     def default_models() -> tuple[LM, LM]:
@@ -552,14 +556,18 @@ def create_server(
 
     @server.resource(
         "recursa://context/{context_id}", name="context_manifest", mime_type="application/json",
-        description="What an open context holds: its documents (sizes, paths), the questions asked, their traces.",
+        description="What an open context holds: its documents (sizes, paths), what was skipped and why, "
+        "the questions asked, their traces.",
     )
     def context_manifest(context_id: str) -> str:
         try:
             entry = state.contexts.get(context_id)
         except UnknownContext as exc:
             raise ResourceNotFoundError(str(exc)) from None
-        return json.dumps(entry.manifest(), ensure_ascii=False, indent=2)
+        manifest = entry.manifest()
+        if entry.context.manifest is not None:  # what the loader read and left out, with reasons and counts
+            manifest["files"] = entry.context.manifest.to_dict()
+        return json.dumps(manifest, ensure_ascii=False, indent=2)
 
     return server
 

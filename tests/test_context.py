@@ -41,14 +41,15 @@ def test_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_paths(["-"]).value == "from stdin"
 
 
-def test_binary_and_undecodable_files_are_skipped_with_a_warning(tmp_path: Path, capsys) -> None:
+def test_binary_and_undecodable_files_are_skipped_with_their_reason(tmp_path: Path, capsys) -> None:
     (tmp_path / "good.txt").write_text("text")
     (tmp_path / "img.png").write_bytes(b"\x89PNG\x00\x00\x01")
     (tmp_path / "latin.txt").write_bytes("caf\xe9".encode("latin-1"))
     ctx = load_context(tmp_path)
     assert ctx.names == ["good.txt"]
-    assert sorted(ctx.skipped) == ["img.png", "latin.txt"]
-    assert "skipped 2 binary or undecodable" in capsys.readouterr().err
+    assert sorted(ctx.skipped) == ["img.png (binary)", "latin.txt (not UTF-8)"]
+    assert ctx.manifest is not None and ctx.manifest.counts() == {"binary": 1, "not_utf8": 1}
+    assert capsys.readouterr().err == "", "the library prints nothing; the CLI shows the summary"
 
 
 def test_errors_are_clear(tmp_path: Path) -> None:
@@ -57,7 +58,7 @@ def test_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ContextError, match="empty"):
         load_context("")
     (tmp_path / "bin").write_bytes(b"\x00\x01\x02")
-    with pytest.raises(ContextError, match="empty .*1 binary"):
+    with pytest.raises(ContextError, match=r"empty \(skipped 1: bin \(binary\)\)"):
         load_context(tmp_path)
     with pytest.raises(ContextError, match="binary"):
         load_context(b"\x00\x00abc")
@@ -69,3 +70,14 @@ def test_describe_shows_metadata_not_the_text() -> None:
     ctx = Context(["x" * 10_000, "y" * 5], names=["a", "b"])
     info = ctx.describe(preview_chars=100)
     assert info["total_chars"] == 10_005 and info["lengths"] == [10_000, 5] and len(info["preview"]) == 100
+    assert "manifest" not in info  # texts given directly have no file manifest
+
+
+def test_describe_carries_the_file_manifest_for_the_trace(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("alpha")
+    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / "x.js").write_text("js")
+    manifest = load_context(tmp_path).describe(200)["manifest"]
+    assert [f["name"] for f in manifest["files"]] == ["a.txt"] and manifest["files"][0]["chars"] == 5
+    assert manifest["skipped"] == [{"name": "node_modules/", "reason": "dependencies"}]
+    assert manifest["skipped_counts"] == {"dependencies": 1} and manifest["roots"] == [str(tmp_path.resolve())]

@@ -250,7 +250,8 @@ async def test_refused_requests_are_tool_errors_and_the_server_keeps_serving(tre
         ok = await client.call_tool("rlm_answer", {"question": "[names] q", "paths": ["."]})
         assert not ok.is_error, text_of(ok)
         assert ok.structured_content["answer"] == "3 docs: logs/a.log, logs/b.log, notes.txt"
-        assert ok.structured_content["skipped"] == ["escape.txt (symlink to outside the allowed roots)"]
+        assert ok.structured_content["skipped"] == ["escape.txt (symlink out of the allowed directories)",
+                                                    "escape_dir/ (symlink out of the allowed directories)"]
         inline = await client.call_tool("rlm_answer", {"question": "[names] q", "text": "small text"})
         assert inline.structured_content["answer"] == "1 docs: <text>"
         globbed = await client.call_tool("rlm_answer", {"question": "[names] q", "glob": "**/*.log"})
