@@ -68,7 +68,7 @@ from recursa import (
     Usage,
     load_context,
 )
-from recursa._context import load_paths
+from recursa._files import AllowedRoots, load_files
 from recursa._pricing import cost_of
 
 __all__ = [
@@ -421,27 +421,25 @@ def create_rlm_file_tool(
 
     For agents whose state does not hold the documents. ``paths`` are files, directories or globs;
     relative ones start at ``base_dir``, and nothing outside ``base_dir`` (default: the working directory
-    when the tool was made) may be read, symlinks included: the agent's model chooses the paths, so pass
+    when the tool was made) is ever opened: each path is resolved, symlinks and ``..`` included, and
+    checked before a byte is read, by the same loader as ``recursa ask --context`` (ignore files,
+    virtualenvs and caches skipped, size limits). The agent's model chooses the paths, so pass
     ``base_dir="/"`` only if it may read any file. Results, progress events and errors behave as in
     ``create_rlm_tool``. It also works outside a graph (``tool.invoke({...})``).
     """
     asker = _Asker(rlm, budget)
     base = Path(base_dir if base_dir is not None else os.getcwd()).resolve()
+    roots = AllowedRoots([base], hint="name a path inside it, or make the tool with a wider base_dir")
 
     def load(paths: Sequence[str]) -> Context:
         if isinstance(paths, str):
             paths = [paths]
         if not paths:
             raise ToolException("recursa could not answer: give at least one path, directory or glob in `paths`.")
-        specs = [_inside(base, p) for p in paths]
         try:
-            ctx = load_paths(specs)
+            return load_context(load_files(paths, roots=roots, base=base))
         except RecursaError as exc:
             raise ToolException(f"recursa could not answer: {error_text(exc)}") from exc
-        for meta in ctx.metadata:
-            if "path" in meta:
-                _inside(base, str(Path(meta["path"]).resolve()))
-        return ctx
 
     def query(question: Annotated[str, Field(description=_QUESTION)],
               paths: Annotated[list[str], Field(description=_PATHS)],
@@ -457,17 +455,3 @@ def create_rlm_file_tool(
         func=query, coroutine=aquery, name=name, description=description or _FILE_TOOL_DESCRIPTION,
         response_format="content_and_artifact", handle_tool_error=True,
     )
-
-
-def _inside(base: Path, spec: str) -> str:
-    """``spec`` made absolute under ``base``; a tool error when it points outside."""
-    path = Path(os.path.expanduser(spec))
-    full = path if path.is_absolute() else base / path
-    # Check the part before any glob character, resolved (symlinks and '..' included).
-    parts = full.parts
-    fixed = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
-    head = Path(*parts[:fixed]).resolve() if fixed else base
-    if ".." in parts[fixed:] or not head.is_relative_to(base):
-        raise ToolException(f"recursa could not answer: {spec!r} is outside the directory this tool may read "
-                            f"({base}); use a path inside it.")
-    return str(full)
