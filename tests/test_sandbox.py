@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import socket
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -344,6 +349,135 @@ def test_sandbox_mechanisms_are_reported() -> None:
     assert any("environment" in m for m in mechanisms)
     assert any("rlimits" in m for m in mechanisms)
     assert any("network namespace" in m or "audit hook" in m for m in mechanisms)
+    assert sum("reads: " in m or "reads not confined" in m for m in mechanisms) == 1, mechanisms
+
+
+async def test_unconfined_reads_are_reported_as_weaker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel with neither Landlock nor user namespaces: the worker says so instead of claiming protection."""
+    monkeypatch.setattr(_isolation, "_USE_LANDLOCK", False)
+    monkeypatch.setattr(_isolation, "_USE_NAMESPACES", False)
+    async with ReplSandbox(Context(["c"])) as sb:
+        await sb.start()
+        assert any(m.startswith("reads not confined") and "weaker" in m for m in sb.mechanisms), sb.mechanisms
+        assert not any("reads: " in m for m in sb.mechanisms)
+        assert (await sb.execute("import json\nprint(json.dumps(context))")).output == '"c"\n'
+
+
+# -- reads: the Python installation, the work dir and the context; nothing else ----------------------
+
+_CHECKOUT = Path(__file__).resolve().parents[1]
+_STDLIB = (
+    "re, json, math, collections, itertools, statistics, datetime, textwrap, string, functools, heapq, bisect, "
+    "difflib, csv, io, hashlib, random, decimal, fractions, zoneinfo, mimetypes, time, locale, unicodedata"
+)
+_PROBE = """
+import os, subprocess
+def probe(path):
+    try:
+        if os.path.isdir(path):
+            return 'READ ' + ','.join(sorted(os.listdir(path)))
+        with open(path, 'rb') as f:
+            return 'READ ' + f.read().decode('utf-8', 'replace')
+    except OSError as e:
+        return 'DENIED ' + type(e).__name__
+for path in PATHS:
+    print(path, '->', probe(path))
+"""
+
+
+@pytest.fixture
+def planted() -> Iterator[dict]:
+    """World-readable secrets where a real one would be: a project's .env (mode 644, in a 755 directory, so the
+    uid drop to nobody does not protect it) under /tmp and in the project checkout."""
+    token = "sk-planted-" + secrets.token_hex(12)
+    outside = tempfile.mkdtemp(prefix="recursa-secret-")
+    os.chmod(outside, 0o755)
+    env_outside = os.path.join(outside, ".env")
+    fd, env_in_checkout = tempfile.mkstemp(prefix=".recursa-test-secret-", suffix=".env", dir=_CHECKOUT)
+    for path in (env_outside, env_in_checkout):
+        with open(path if path == env_outside else fd, "w") as f:
+            f.write(f"OPENAI_API_KEY={token}\n")
+        os.chmod(path, 0o644)
+    try:
+        yield {
+            "token": token,
+            "files": [env_outside, env_in_checkout, str(_CHECKOUT / "README.md"), __file__, "/etc/passwd"],
+            "dirs": [outside, str(_CHECKOUT), os.path.expanduser("~"), "/home", "/etc", "/tmp", "/"],
+        }
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+        os.unlink(env_in_checkout)
+
+
+@pytest.fixture(params=["landlock", "minimal root"])
+def read_confinement(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Landlock where the kernel has it; else a minimal root in a mount namespace (forced here by hiding Landlock)."""
+    if request.param == "landlock":
+        if "landlock" not in _mechanisms():
+            pytest.skip("Landlock is not available here")
+    else:
+        if "mount namespace" not in _mechanisms():
+            pytest.skip("no mount namespace here")
+        monkeypatch.setattr(_isolation, "_USE_LANDLOCK", False)
+    return request.param
+
+
+async def test_model_code_cannot_read_files_outside_its_work_dir(read_confinement: str, planted: dict) -> None:
+    token = planted["token"]
+    async with ReplSandbox(Context([f"the context, no {token[:8]} here"])) as sb:
+        await sb.start()
+        assert any(m.startswith(read_confinement) and "reads: " in m for m in sb.mechanisms), sb.mechanisms
+        targets = planted["files"] + planted["dirs"]
+        result = await sb.execute(f"PATHS = {targets!r}\n{_PROBE}")
+        assert result.error is None, result.error
+        lines = result.output.splitlines()
+        assert len(lines) == len(targets), result.output
+        for line in lines:
+            assert " -> DENIED " in line, line
+        # Indirect ways: a symlink in the work dir, /proc/self/root, a subprocess, a crash and restart.
+        secret = planted["files"][0]
+        result = await sb.execute(
+            f"os.symlink({secret!r}, 'link.env')\n"
+            f"PATHS = ['link.env', '/proc/self/root' + {secret!r}, '/proc/1/root' + {secret!r}]\n{_PROBE}\n"
+            f"print(subprocess.run(['cat', {secret!r}, '/etc/passwd'], capture_output=True, text=True))"
+        )
+        assert result.error is None, result.error
+        assert result.output.count(" -> DENIED ") == 3, result.output
+        crashed = await sb.execute("os._exit(1)")
+        assert crashed.crashed
+        again = await sb.execute(f"print(open({secret!r}).read())")
+        assert again.error is not None and any(e in again.error for e in ("PermissionError", "FileNotFoundError"))
+        everything = result.output + again.output + (again.error or "")
+        assert token not in everything and "root:x:0:0" not in everything
+
+
+async def test_confined_reads_leave_the_stdlib_work_dir_and_context_usable(read_confinement: str) -> None:
+    async with ReplSandbox(Context(["alpha beta\ngamma"]), limits=SandboxLimits(step_timeout_s=1.0)) as sb:
+        code = (
+            f"import {_STDLIB}\n"
+            "words = re.findall(r'\\w+', context)\n"
+            "print(words, json.dumps(collections.Counter(words)), statistics.mean([1, 2, 3]))\n"
+            "print(hashlib.sha256(context.encode()).hexdigest()[:12], decimal.Decimal('1.10') + 1)\n"
+            "print(zoneinfo.ZoneInfo('Europe/Paris').key, mimetypes.guess_type('a.csv')[0])\n"
+            "print(difflib.SequenceMatcher(None, 'abc', 'abd').ratio(), unicodedata.name('a'))\n"
+            "import numpy\n"
+            "print(numpy.arange(3).sum())"
+        )
+        result = await sb.execute(code)
+        assert result.error is None or "No module named 'numpy'" in result.error, result.error
+        assert result.output.startswith("['alpha', 'beta', 'gamma'] {\"alpha\": 1"), result.output
+        assert "Europe/Paris text/csv" in result.output
+        result = await sb.execute(
+            "import os\nos.makedirs('d', exist_ok=True)\nopen('d/notes.txt', 'w').write('kept')\n"
+            "print(open('d/notes.txt').read(), os.listdir('.'))\nrc = os.system('echo from-a-subprocess')"
+        )
+        assert result.error is None, result.error
+        assert result.output.startswith("kept ['d']\n") and "from-a-subprocess" in result.output
+        slow = await sb.execute("x = 1\nwhile True:\n    pass")
+        assert slow.timed_out and not slow.crashed
+        crashed = await sb.execute("import os\nos._exit(1)")
+        assert crashed.crashed
+        assert (await sb.execute("import json\nprint(json.dumps(context))")).output == '"alpha beta\\ngamma"\n'
 
 
 # -- limits, hangs and crashes ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ import shutil
 import site
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -20,7 +21,7 @@ from .._context import Context
 from ._api import SandboxLimits
 from ._protocol import HEADER, decode
 
-__all__ = ["Workspace", "probe_mechanisms", "worker_command", "worker_env"]
+__all__ = ["Workspace", "probe_mechanisms", "read_paths", "worker_command", "worker_env"]
 
 NOBODY = 65534
 WORKER_SCRIPT = Path(__file__).with_name("_worker.py")
@@ -33,6 +34,8 @@ _SECRET_NAME = re.compile(
 )
 _USE_NAMESPACES = True
 """Tests switch this off to exercise the fallback a kernel without user namespaces gets."""
+_USE_LANDLOCK = True
+"""Tests switch this off to exercise the minimal root in a mount namespace that a kernel without Landlock gets."""
 _ENCODE_CHUNK = 1 << 24  # characters encoded at a time, so writing a huge context needs no second full copy
 
 
@@ -64,6 +67,60 @@ def _site_dirs() -> tuple[str, ...]:
     except AttributeError:  # some embedded or frozen interpreters
         dirs = [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")]
     return tuple(d for d in dirs if os.path.isdir(d))
+
+
+_SYSTEM_READ_PATHS = (
+    # shared libraries, the dynamic loader and its cache, and the programs model code may run (os.system, subprocess)
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib32",
+    "/usr/lib64",
+    "/usr/local/lib",
+    "/bin",
+    "/usr/bin",
+    "/usr/local/bin",
+    "/etc/ld.so.cache",
+    # data the standard library or libc reads at run time: time zones (time, zoneinfo), locale aliases,
+    # mime types (mimetypes), OpenSSL's config (hashlib), the CPU count (os.cpu_count)
+    "/etc/localtime",
+    "/usr/share/zoneinfo",
+    "/usr/share/locale/locale.alias",
+    "/etc/mime.types",
+    "/etc/ssl/openssl.cnf",
+    "/sys/devices/system/cpu",
+    "/dev/null",
+    "/dev/zero",
+    "/dev/random",
+    "/dev/urandom",
+)
+"""What a confined worker may read besides the Python installation, its work dir and (before confinement) its
+context. Not /etc (passwd, hosts, ...), not /home or /root, not /tmp, not the project checkout."""
+
+
+@functools.cache
+def _python_read_paths() -> tuple[str, ...]:
+    """The Python installation the worker runs: its executable, standard library (with lib-dynload), libpython,
+    the venv's pyvenv.cfg and site-packages. Never the checkout of an editable install: the worker runs with
+    ``-I -S``, so no ``.pth`` file or script directory puts it on ``sys.path``."""
+    paths = [sys.executable, os.path.realpath(sys.executable)] if sys.executable else []
+    for key in ("stdlib", "platstdlib"):
+        for prefix in {sys.prefix, sys.base_prefix}:
+            path = sysconfig.get_path(key, vars={"base": prefix, "platbase": prefix, "installed_base": prefix})
+            if path:
+                paths.append(path)
+    libdir, library = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")
+    if libdir and library and not library.endswith(".a"):
+        paths.extend(os.path.join(libdir, name) for name in (library, sysconfig.get_config_var("INSTSONAME") or ""))
+    paths.append(os.path.join(sys.prefix, "pyvenv.cfg"))
+    paths.extend(_site_dirs())
+    return tuple(dict.fromkeys(p for p in paths if p and os.path.exists(p)))
+
+
+def read_paths() -> list[str]:
+    """Every path a confined worker may read below (directories) or read (files), besides its work dir."""
+    return [p for p in dict.fromkeys((*_python_read_paths(), *_SYSTEM_READ_PATHS)) if os.path.exists(p)]
 
 
 @dataclass
@@ -100,10 +157,12 @@ class Workspace:
                 "as_list": bool(context.as_list) or len(context.documents) != 1,
                 "workdir": work,
                 "site_dirs": list(_site_dirs()),
+                "read_paths": read_paths(),
                 "limits": {k: v for k, v in asdict(limits).items() if k != "extra_env"},
                 "sub_calls": sub_calls,
                 "probe": probe,
                 "namespaces": _USE_NAMESPACES,
+                "landlock": _USE_LANDLOCK,
             }
             config_path = os.path.join(base, "config.json")
             fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -27,6 +27,7 @@ import os
 import resource
 import select
 import signal
+import stat
 import struct
 import sys
 import threading
@@ -44,8 +45,11 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x4000, 1 << 18
+MS_REMOUNT, MS_BIND, MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 32, 4096, 1024, 2048, 1 << 21
+ST_RELATIME, MNT_DETACH = 4096, 2
+PR_SET_PDEATHSIG, PR_GET_DUMPABLE, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 3, 4, 38
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "loongarch64": 41, "ppc64le": 203, "s390x": 217}
 SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
 
 _WORKER_FILE = __file__
@@ -107,9 +111,26 @@ def main(argv: list[str]) -> None:
     os.close(null)
 
     info: dict = {"mechanisms": ["separate process (own session)"], "unprivileged": os.geteuid() != 0}
+    # Handles on everything model code may read, taken while we can still reach it (as root: /root/.pyenv...):
+    # rules for Landlock, or the mounts of a minimal root where the kernel has no Landlock.
+    readable = [*cfg.get("read_paths", ()), *sys.path]
+    minimal_root = False
+    if cfg.get("landlock", True) and _landlock_abi() > 0:
+        info["read_roots"] = _open_read_roots(readable)
+    elif cfg.get("namespaces", True):
+        minimal_root = True
     path_fds: dict[str, int] = {}
     if os.geteuid() == 0:
-        path_fds = _open_path_fds()
+        if minimal_root:  # root builds it now, while it can reach /root/.pyenv and the like
+            minimal_root = False
+            try:
+                _check(_libc.unshare(ctypes.c_int(CLONE_NEWNS)), "unshare the mount namespace")
+                _enter_minimal_root(cfg["workdir"], readable, proc="mount")
+                info["minimal_root"] = True
+            except OSError as exc:
+                info["no_root"] = str(exc)
+        if not info.get("minimal_root"):
+            path_fds = _open_path_fds()
         try:
             os.setgroups([])
             os.setresgid(NOBODY, NOBODY, NOBODY)
@@ -118,8 +139,17 @@ def main(argv: list[str]) -> None:
             info["mechanisms"].append(f"uid/gid {NOBODY} (dropped from root)")
         except OSError as exc:
             info["mechanisms"].append(f"still root: dropping to uid {NOBODY} failed ({exc.strerror})")
+    ids = os.geteuid(), os.getegid()  # in the new user namespace they read as the overflow id until mapped
     flags = _unshare() if cfg.get("namespaces", True) else 0
     info["flags"] = flags
+    if minimal_root:  # not root: init builds it in the new user and mount namespaces
+        try:
+            if not flags & CLONE_NEWNS:
+                raise OSError(0, "no mount namespace")
+            _map_own_ids(*ids)  # so that we may create the mount points of the minimal root in a tmpfs
+            info["build_root"] = readable
+        except OSError as exc:
+            info["no_root"] = exc.strerror
     if flags & CLONE_NEWUSER:
         info["mechanisms"].append("user namespace")
     if flags & CLONE_NEWNET:
@@ -144,7 +174,9 @@ def main(argv: list[str]) -> None:
     init_pid = os.fork()
     if init_pid == 0:
         _run_init(cfg, ctx_fd, proto_in, proto_out, info, path_fds)
-    for fd in (ctx_fd, proto_in, proto_out):
+    for fd in (ctx_fd, proto_in, proto_out, *path_fds.values()):
+        os.close(fd)
+    for _, fd, _ in info.get("read_roots", ()):
         os.close(fd)
     while True:
         try:
@@ -169,6 +201,175 @@ def _open_path_fds() -> dict[str, int]:
         except OSError:
             pass
     return fds
+
+
+def _open_read_roots(paths: list[str]) -> list[tuple[str, int, bool]]:
+    """(path, O_PATH fd of what it resolves to, is a directory) for every path that exists. "/" is never one."""
+    roots = []
+    seen: set[tuple[int, int]] = set()
+    for path in dict.fromkeys(p for p in paths if p and os.path.isabs(p)):
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) in seen or os.path.realpath(path) == "/":
+            os.close(fd)
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        roots.append((path, fd, stat.S_ISDIR(st.st_mode)))
+    return roots
+
+
+def _landlock_abi() -> int:
+    return _libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+
+
+def _plan_root(paths: list[str], workdir: str) -> tuple[dict[str, str], list[tuple[str, bool, bool]]]:
+    """What a minimal root needs: the symlinks on the way to each path (recreated as they are) and the real
+    paths to bind-mount, as (path, is a directory, writable). Paths below another bound directory are left
+    out. Only the work dir and the /dev files are writable."""
+    links: dict[str, str] = {}
+    resolved: dict[str, bool] = {}
+    for start, writable in [*((p, p.startswith("/dev/")) for p in paths if p and os.path.isabs(p)), (workdir, True)]:
+        path = os.path.normpath(start)
+        for _ in range(40):
+            link = _first_link(path)
+            if link is None:
+                break
+            at, rest = link
+            links[at] = os.readlink(at)
+            path = os.path.normpath(os.path.join(os.path.dirname(at), links[at], rest))
+        else:
+            continue  # a symlink loop
+        if path != "/" and os.path.exists(path):
+            resolved[path] = resolved.get(path, False) or writable
+    mounts: list[tuple[str, bool, bool]] = []
+    for path in sorted(resolved, key=lambda p: (p.count("/"), p)):
+        if not any(d and path.startswith(m + "/") for m, d, _ in mounts):
+            mounts.append((path, os.path.isdir(path), resolved[path]))
+    return links, mounts
+
+
+def _first_link(path: str) -> tuple[str, str] | None:
+    """The first component of ``path`` that is a symlink, and what follows it."""
+    parts = path.strip("/").split("/")
+    for i in range(len(parts)):
+        at = "/" + "/".join(parts[: i + 1])
+        if os.path.islink(at):
+            return at, "/".join(parts[i + 1 :])
+    return None
+
+
+def _map_own_ids(uid: int, gid: int) -> None:
+    """Map our own uid/gid in the new user namespace (files we create in a tmpfs need an owner it knows).
+    An undumpable process (after setuid) finds /proc/self/uid_map owned by root: be dumpable briefly."""
+    dumpable = _libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
+    _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    try:
+        for name, text in (("setgroups", "deny"), ("gid_map", f"{gid} {gid} 1"), ("uid_map", f"{uid} {uid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    finally:
+        _libc.prctl(PR_SET_DUMPABLE, max(dumpable, 0), 0, 0, 0)
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    args = [None if x is None else os.fsencode(x) for x in (source, target, fstype)]
+    _check(
+        _libc.mount(args[0], args[1], args[2], ctypes.c_ulong(flags), None if data is None else data.encode()),
+        f"mount {target}",
+    )
+
+
+def _enter_minimal_root(workdir: str, readable: list[str], *, proc: str | None) -> None:
+    """pivot_root into a tmpfs holding only read-only binds of ``readable`` (the Python installation, system
+    libraries), the work dir, a few /dev files and a /proc (``proc``: "mount" a new one, which init covers with
+    the pid namespace's own, or "bind" init's); the old root is detached, so nothing else on the machine can be
+    named any more. Needs a mount namespace of our own; whoever calls this must be able to reach every path."""
+    links, mounts = _plan_root(readable, workdir)
+    _mount("none", "/", None, MS_REC | MS_PRIVATE)  # nothing we mount may propagate to the host
+    new = os.path.dirname(workdir)  # any directory will do as the mount point; the workspace's is ours
+    sources = [os.open(path, os.O_PATH | os.O_CLOEXEC) for path, _, _ in mounts]  # the work dir is under `new`
+    try:
+        _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+    except OSError:
+        for fd in sources:
+            os.close(fd)
+        raise
+    skeleton = [new]  # directories we make: traverse-only, so that no one lists /, /root or /home/you
+    try:
+        bound = [m for m, d, _ in mounts if d]
+        for path, target in links.items():
+            if any(path.startswith(m + "/") for m in bound):
+                continue  # it is there already, inside a bound directory
+            _makedirs(new, os.path.dirname(path), skeleton)
+            os.symlink(target, new + path)
+        for (path, is_dir, writable), fd in zip(mounts, sources, strict=True):
+            dst = new + path
+            _makedirs(new, path if is_dir else os.path.dirname(path), skeleton)
+            if is_dir and dst in skeleton:
+                skeleton.remove(dst)  # a mount point: the bind's own directory shows
+            if not is_dir:
+                os.close(os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            _mount(f"/proc/self/fd/{fd}", dst, None, MS_BIND | MS_REC)
+            if not writable:
+                _remount_read_only(dst)
+        if proc:
+            _makedirs(new, "/proc", [])
+            if proc == "mount":
+                _mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            else:
+                _mount("/proc", new + "/proc", None, MS_BIND | MS_REC)
+        for path in skeleton:
+            os.chmod(path, 0o111)
+        number = SYS_PIVOT_ROOT.get(os.uname().machine)
+        if number is None:
+            raise OSError(0, f"pivot_root: unknown system call number on {os.uname().machine}")
+        os.chdir(new)
+        _check(_libc.syscall(ctypes.c_long(number), b".", b"."), "pivot_root")
+    except BaseException:
+        _libc.umount2(os.fsencode(new), MNT_DETACH)
+        os.chdir(workdir)
+        raise
+    finally:
+        for fd in sources:
+            os.close(fd)
+    _check(_libc.umount2(b".", MNT_DETACH), "detach the old root")
+    os.chdir("/")
+    _remount_read_only("/")
+    os.chdir(workdir)
+
+
+def _makedirs(new: str, path: str, made: list[str]) -> None:
+    """``new + path`` and its missing parents, noted in ``made``."""
+    at = new
+    for part in path.strip("/").split("/"):
+        at = os.path.join(at, part)
+        if not os.path.lexists(at):
+            os.mkdir(at, 0o755)
+            made.append(at)
+
+
+def _remount_read_only(path: str) -> None:
+    """Keep the flags a less privileged mount namespace may not clear (nosuid, nodev, noexec, atime)."""
+    flags = os.statvfs(path).f_flag
+    keep = flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME)
+    _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep | (MS_RELATIME if flags & ST_RELATIME else 0))
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_capabilities() -> None:
+    """Give up the capabilities unshare granted in the user namespace: model code may not remount anything."""
+    data = (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), data), "capset")
 
 
 def _unshare() -> int:
@@ -196,13 +397,21 @@ def _run_init(cfg: dict, ctx_fd: int, proto_in: int, proto_out: int, info: dict,
                 _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
                 _check(_libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount proc")
                 info["mechanisms"].append("mount namespace with a private /proc (host processes invisible)")
+                info["private_proc"] = True
             except OSError:
                 pass
+        readable = info.pop("build_root", None)
+        if readable is not None:
+            try:
+                _enter_minimal_root(cfg["workdir"], readable, proc="bind" if info.get("private_proc") else None)
+                info["minimal_root"] = True
+            except OSError as exc:
+                info["no_root"] = str(exc)
         repl_pid = os.fork()
         if repl_pid == 0:
             _run_repl(cfg, ctx_fd, proto_in, proto_out, info, path_fds)
             os._exit(0)
-        for fd in (ctx_fd, proto_in, proto_out):
+        for fd in (ctx_fd, proto_in, proto_out, *path_fds.values()):
             os.close(fd)
         while True:
             pid, status = os.wait()
@@ -232,7 +441,15 @@ def _run_repl(cfg: dict, ctx_fd: int, proto_in: int, proto_out: int, info: dict,
     os.dup2(capture_fd, 1)
     os.dup2(capture_fd, 2)
 
-    if path_fds:
+    if info.get("minimal_root"):
+        for fd in path_fds.values():  # handles on the old root: model code must not get one
+            os.close(fd)
+        _drop_capabilities()
+        mechanisms.append(
+            "minimal root in a mount namespace (reads: Python installation, system libraries, work dir; context "
+            "loaded before; writes: work dir only)"
+        )
+    elif path_fds:
         _reroute_import_paths(path_fds)
     limits = cfg["limits"]
     mechanisms.append(_apply_rlimits(limits, ctx_bytes, enforce_nproc=info["unprivileged"]))
@@ -241,10 +458,20 @@ def _run_repl(cfg: dict, ctx_fd: int, proto_in: int, proto_out: int, info: dict,
         mechanisms.append("no_new_privs")
     except OSError:
         pass
-    try:
-        mechanisms.append(_landlock(cfg["workdir"]))
-    except OSError:
-        pass
+    read_roots = info.pop("read_roots", None)
+    if read_roots is not None:  # the kernel has Landlock
+        if info.get("private_proc"):  # only the sandbox's own processes are in it
+            read_roots.append(("/proc", os.open("/proc", os.O_PATH | os.O_CLOEXEC), True))
+        try:
+            mechanisms.append(_landlock(cfg["workdir"], read_roots))
+        except OSError as exc:
+            mechanisms.append(f"reads not confined (Landlock failed: {exc}; weaker: world-readable files are readable)")
+        finally:
+            for _, fd, _ in read_roots:
+                os.close(fd)
+    elif not info.get("minimal_root"):
+        why = info.get("no_root") or "neither Landlock nor a private root is available"
+        mechanisms.append(f"reads not confined ({why}; weaker: world-readable files are readable)")
     if not info["flags"] & CLONE_NEWNET:
         sys.addaudithook(_refuse_network)
         mechanisms.append("audit hook refusing sockets (weaker: native code and subprocesses bypass it)")
@@ -331,7 +558,7 @@ def _apply_rlimits(limits: dict, ctx_bytes: int, *, enforce_nproc: bool) -> str:
 
 
 # Landlock access rights (include/uapi/linux/landlock.h)
-_LL_WRITE_FILE, _LL_TRUNCATE = 1 << 1, 1 << 14
+_LL_WRITE_FILE, _LL_READ_FILE, _LL_READ_DIR, _LL_TRUNCATE = 1 << 1, 1 << 2, 1 << 3, 1 << 14
 _LL_FS_WRITE_V1 = (1 << 1) | sum(1 << b for b in range(4, 13))  # write, remove, make char/dir/reg/sock/fifo/block/sym
 _LL_REFER = 1 << 13
 
@@ -349,13 +576,15 @@ class _PathBeneath(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
-def _landlock(workdir: str) -> str:
-    """Confine writes to the work dir; from ABI 4 refuse TCP, from ABI 6 refuse signals leaving the sandbox."""
+def _landlock(workdir: str, read_roots: list[tuple[str, int, bool]]) -> str:
+    """Confine reads to ``read_roots`` and the work dir, writes to the work dir; from ABI 4 refuse TCP, from ABI 6
+    refuse signals leaving the sandbox. The context was read before: its file is not readable afterwards."""
     syscall = _libc.syscall
     abi = _check(
         syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0), ctypes.c_uint32(1)), "landlock"
     )
-    fs = _LL_FS_WRITE_V1 | (_LL_REFER if abi >= 2 else 0) | (_LL_TRUNCATE if abi >= 3 else 0)
+    fs = _LL_FS_WRITE_V1 | _LL_READ_FILE | _LL_READ_DIR | (_LL_REFER if abi >= 2 else 0)
+    fs |= _LL_TRUNCATE if abi >= 3 else 0
     attr = _RulesetAttr(fs, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0)
     size = 8 if abi < 4 else 16 if abi < 6 else 24
     ruleset = _check(
@@ -364,23 +593,29 @@ def _landlock(workdir: str) -> str:
         ),
         "landlock ruleset",
     )
+
+    def allow(fd: int, access: int) -> None:
+        rule = _PathBeneath(access, fd)
+        _check(
+            syscall(
+                ctypes.c_long(SYS_LANDLOCK_ADD_RULE),
+                ctypes.c_int(ruleset),
+                ctypes.c_int(1),
+                ctypes.byref(rule),
+                ctypes.c_uint32(0),
+            ),
+            "landlock rule",
+        )
+
     try:
-        for path, access in ((workdir, fs), ("/dev/null", _LL_WRITE_FILE | (fs & _LL_TRUNCATE))):
+        for path, access in ((workdir, fs), ("/dev/null", _LL_READ_FILE | _LL_WRITE_FILE | (fs & _LL_TRUNCATE))):
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
             try:
-                rule = _PathBeneath(access, fd)
-                _check(
-                    syscall(
-                        ctypes.c_long(SYS_LANDLOCK_ADD_RULE),
-                        ctypes.c_int(ruleset),
-                        ctypes.c_int(1),
-                        ctypes.byref(rule),
-                        ctypes.c_uint32(0),
-                    ),
-                    "landlock rule",
-                )
+                allow(fd, access)
             finally:
                 os.close(fd)
+        for _, fd, is_dir in read_roots:
+            allow(fd, _LL_READ_FILE | _LL_READ_DIR if is_dir else _LL_READ_FILE)
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         _check(
             syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0)),
@@ -388,12 +623,12 @@ def _landlock(workdir: str) -> str:
         )
     finally:
         os.close(ruleset)
-    parts = ["writes only in the work dir"]
+    parts = ["reads: Python installation, system libraries, work dir; context loaded before", "writes: work dir only"]
     if abi >= 4:
         parts.append("no TCP bind/connect")
     if abi >= 6:
         parts.append("no signals to processes outside the sandbox")
-    return f"landlock ABI {abi} ({', '.join(parts)})"
+    return f"landlock ABI {abi} ({'; '.join(parts)})"
 
 
 _AF_UNIX = 1  # socket.AF_UNIX on Linux, without importing socket
