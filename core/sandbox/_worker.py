@@ -411,7 +411,7 @@ def _run_init(cfg: dict, ctx_fd: int, proto_in: int, proto_out: int, info: dict,
         if repl_pid == 0:
             _run_repl(cfg, ctx_fd, proto_in, proto_out, info, path_fds)
             os._exit(0)
-        for fd in (ctx_fd, proto_in, proto_out, *path_fds.values()):
+        for fd in (ctx_fd, proto_in, proto_out, *path_fds.values(), *(r[1] for r in info.get("read_roots", ()))):
             os.close(fd)
         while True:
             pid, status = os.wait()
