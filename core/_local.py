@@ -64,7 +64,10 @@ _CHARS_PER_TOKEN = 3
 """For saying how much text fits: Qwen's tokenizer averages ~4 characters a token on prose, ~3 on code."""
 _MAX_CHARS_PER_TOKEN = 16
 """No real text packs more into a token, so longer prompts are rejected before tokenising them."""
-_SAMPLING = frozenset({"temperature", "max_tokens", "stop", "top_p", "top_k", "min_p", "seed", "repeat_penalty"})
+_SAMPLING = frozenset({"temperature", "max_tokens", "stop", "top_p", "top_k", "min_p", "seed", "repeat_penalty",
+                       "grammar"})
+_REPEATS = 6
+"""A reply stops when one line makes up this many of its last 12 lines: a small model looping on itself."""
 
 
 @dataclass
@@ -86,8 +89,11 @@ class LocalLlama:
     ``LocalLlama()`` needs ``recursa[local]``; the model loads on the first call (or ``load()``).
     About 10 tokens/s on 2 CPU cores. Parameters of ``complete()`` override the defaults per call:
     ``temperature``, ``max_tokens``, ``stop``, ``top_p``, ``top_k``, ``min_p``, ``seed``,
-    ``repeat_penalty``.
+    ``repeat_penalty``, and ``grammar`` (GBNF text that constrains the reply's shape).
     """
+
+    supports_grammar = True
+    """The RLM loop passes a GBNF ``grammar`` so that a root reply is one code block or one FINAL."""
 
     def __init__(
         self,
@@ -156,7 +162,13 @@ class LocalLlama:
         chars = sum(len(message.get("content") or "") for message in messages)
         self._check_length(chars, "characters", max_tokens, per_token=_MAX_CHARS_PER_TOKEN)
         loaded = self._loaded()
-        from llama_cpp import StoppingCriteriaList  # importable once the model has loaded
+        from llama_cpp import LlamaGrammar, StoppingCriteriaList  # importable once the model has loaded
+
+        if isinstance(options.get("grammar"), str):
+            try:
+                options["grammar"] = LlamaGrammar.from_string(options["grammar"], verbose=False)
+            except ValueError as exc:
+                raise LMError(f"Invalid GBNF grammar for the local model: {exc}", model=self.model) from exc
 
         with loaded.lock:
             prompt = loaded.formatter(messages=messages)
@@ -164,8 +176,9 @@ class LocalLlama:
             tokens = loaded.llama.tokenize(text, add_bos=not prompt.added_special, special=True)
             self._check_length(len(tokens), "tokens", max_tokens)
             options["stop"] = [*_as_list(options.get("stop")), *_as_list(prompt.stop)]
+            looping = _LoopDetector(loaded.llama, len(tokens))
             options["stopping_criteria"] = StoppingCriteriaList(
-                [*(prompt.stopping_criteria or []), lambda *_: cancelled.is_set()]
+                [*(prompt.stopping_criteria or []), lambda *_: cancelled.is_set(), looping]
             )
             with _decoding_turn(cancelled, self.model):
                 try:
@@ -283,6 +296,30 @@ def _load(path: Path, n_ctx: int, n_threads: int, n_gpu_layers: int) -> _Loaded:
         stop_token_ids=[eos],
     )
     return _Loaded(llama=llama, formatter=formatter, lock=threading.Lock())
+
+
+class _LoopDetector:
+    """Stops a generation that repeats one line over and over (seen: 1,024 tokens of one made-up output line,
+    a minute of decoding on 2 cores); the loop then sees a reply that is not a step and says so."""
+
+    def __init__(self, llama: Any, prompt_tokens: int) -> None:
+        self.llama = llama
+        self.start = prompt_tokens
+        self.calls = 0
+
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
+        self.calls += 1
+        if self.calls % 8:
+            return False
+        text = self.llama.detokenize(list(input_ids[self.start:])).decode("utf-8", "ignore")
+        return _degenerate(text)
+
+
+def _degenerate(text: str) -> bool:
+    """True when one non-blank line makes up ``_REPEATS`` of the last 12 complete lines."""
+    lines = [line.strip() for line in text.split("\n")[:-1][-12:]]
+    lines = [line for line in lines if line]
+    return any(lines.count(line) >= _REPEATS for line in set(lines))
 
 
 @contextmanager

@@ -22,8 +22,9 @@ import anyio
 from ._budget import Budget, Spend
 from ._context import Context, load_context
 from ._exceptions import RecursaError
+from ._grounding import Grounding, check_grounding
 from ._lm import LM, Message, Usage
-from ._parsing import FinalAnswer, find_code_blocks, find_final, text_outside_code
+from ._parsing import STEP_GRAMMAR, FinalAnswer, find_code_blocks, find_final, text_outside_code
 from ._prompts import PromptTemplates
 from ._trace import (
     CodeExecuted,
@@ -60,6 +61,12 @@ class Result:
     run_id: str
     trace: list[Event] = field(default_factory=list, repr=False)
     error: str | None = None
+    grounded: bool | None = None
+    """Whether the answer's values appear in what the code printed or stored: True, False (the loop doubts the
+    answer; ``stopped_reason`` is then "ungrounded" unless a budget stopped the run) or None (not checked, or
+    nothing to check, e.g. "not found")."""
+    model: str = ""
+    """The root model that gave the answer."""
 
     def to_dict(self, *, include_trace: bool = False) -> dict[str, Any]:
         out = {
@@ -72,6 +79,8 @@ class Result:
             "duration_s": round(self.duration_s, 3),
             "run_id": self.run_id,
             "error": self.error,
+            "grounded": self.grounded,
+            "model": self.model,
         }
         if include_trace:
             out["trace"] = [e.to_dict() for e in self.trace]
@@ -99,6 +108,8 @@ class RLM:
         prompts: PromptTemplates | None = None,
         sub_context_chars: int | None = None,
         history: str | None = None,
+        first_search: bool | None = None,
+        verify_answers: bool | None = None,
     ) -> None:
         """
         Args:
@@ -114,6 +125,12 @@ class RLM:
             history: "full" shows the root model the whole chat (the paper's way); "compact" rebuilds one
                 message each turn listing the code run and its output, which small models follow better
                 and which keeps prompts short. Default: compact for models with a small window.
+            first_search: run ``search(question)`` in the REPL before the first root turn and show its real
+                output, so the model's first decision is made on data, not on what it imagines the code would
+                print. Default: on with compact history (small models).
+            verify_answers: check every FINAL against what the code printed and the REPL's variables; an answer
+                asserting values never shown gets one turn to show them, and is reported as ``grounded=False``
+                with ``stopped_reason="ungrounded"`` if it still cannot. Default: on with compact history.
         """
         if root is None:
             from ._defaults import default_lm
@@ -133,6 +150,9 @@ class RLM:
         if history not in (None, "full", "compact"):
             raise ValueError(f"history must be 'full' or 'compact', not {history!r}")
         self.history = history or ("compact" if window and window < 100_000 else "full")
+        small = self.history == "compact"
+        self.first_search = small if first_search is None else first_search
+        self.verify_answers = small if verify_answers is None else verify_answers
         self.sub_context_chars = sub_context_chars or (sub_window * 3 // 4 if sub_window else 100_000)
 
     def __repr__(self) -> str:
@@ -292,6 +312,12 @@ class _Run:
         self.cost_usd = 0.0
         self.started = time.monotonic()
         self.seen_output = False
+        """A code step ran without error: only then may a FINAL be accepted (with ``require_look``)."""
+        self.last_step_failed = False
+        self.evidence: list[str] = []
+        """Everything real the root model was shown: the context preview and every code output."""
+        self.grounding_turn_used = False
+        self.grounded: bool | None = None
         self.ran_code: set[str] = set()
         self.sandbox: ReplSandbox | None = None
 
@@ -322,7 +348,7 @@ class _Run:
         return self._finish(answer, reason)
 
     async def _loop(self) -> tuple[str | None, str]:
-        transcript = self._transcript()
+        transcript = await self._transcript()
         while self.iteration < self.spend.budget.max_iterations:
             if reason := self.spend.exhausted():
                 return await self._final_turn(transcript, reason)
@@ -337,17 +363,25 @@ class _Run:
                 self._notice("code not re-run: it repeats code that already ran")
                 notes = self.rlm.prompts.repeated_code
             elif blocks:
-                outputs, answer = await self._run_blocks(blocks)
+                outputs, answer, ran = await self._run_blocks(blocks)
                 if answer is not None:
-                    return answer, "final"
+                    notes = await self._judge(answer, code=ran)
+                    if not notes:
+                        return answer, self._stop_reason("final")
                 code = blocks
-                if final:
+                if final and not notes:
                     notes = self.rlm.prompts.deferred_final
                     self._notice("FINAL deferred: it came in the same reply as code that had not run yet")
+            elif final and self.last_step_failed:
+                self.last_step_failed = False  # one refusal per failed step
+                self._notice("FINAL refused: the code before it failed")
+                notes = self.rlm.prompts.final_after_error
             elif final and (self.seen_output or not self.rlm.require_look):
                 answer, notes = await self._resolve(final)
                 if answer is not None:
-                    return answer, "final"
+                    notes = await self._judge(answer)
+                    if not notes:
+                        return answer, self._stop_reason("final")
             elif final:
                 self._notice("FINAL refused: no code output had been seen yet")
                 notes = self.rlm.prompts.early_final
@@ -362,29 +396,57 @@ class _Run:
         self._notice(f"{why} Asking the root model for a final answer.")
         reply = await self._ask_root(transcript.messages(tail=self._render("final_turn", reason=why)))
         final = find_final(reply)
+        answer: str | None = None
         if final is None:
             blocks = find_code_blocks(reply)
             if any("FINAL" in block for block in blocks):  # FINAL called in code: run it to get the value
-                _, answer = await self._run_blocks(blocks)
+                _, answer, ran = await self._run_blocks(blocks)
                 if answer is not None:
+                    await self._judge(answer, code=ran, last_chance=True)
                     return answer, reason
-            text = text_outside_code(reply).strip()
-            return (text or None), reason
-        answer, _ = await self._resolve(final)
+            answer = text_outside_code(reply).strip() or None
+        else:
+            answer, _ = await self._resolve(final)
+        if answer is not None:
+            await self._judge(answer, last_chance=True)
         return answer, reason
+
+    async def _judge(self, answer: str, *, code: str | None = None, last_chance: bool = False) -> str:
+        """Check an answer against what the model was shown; return a note refusing it once, or ""."""
+        if not self.rlm.verify_answers:
+            return ""
+        if code is not None and _normalise_answer(answer) not in code:
+            self.grounded = True  # computed by code that ran, not copied from the model's imagination
+            return ""
+        assert self.sandbox is not None
+        values = await self.sandbox.variable_values()
+        verdict: Grounding = check_grounding(answer, self.question, [*self.evidence, *values.values()])
+        self.grounded = verdict.grounded
+        if verdict.grounded is not False or last_chance or self.grounding_turn_used:
+            if verdict.grounded is False:
+                self._notice(f"answer accepted but not grounded: {verdict.reason}")
+            return ""
+        self.grounding_turn_used = True
+        self._notice(f"FINAL refused once, not grounded: {verdict.reason}")
+        return self.rlm.prompts.render("ungrounded_final", answer=_clip(answer, 200), why=verdict.reason)
+
+    def _stop_reason(self, reason: str) -> str:
+        return "ungrounded" if reason == "final" and self.grounded is False else reason
 
     # -- steps ------------------------------------------------------------------------------------
 
     async def _ask_root(self, messages: list[Message]) -> str:
-        return await self._complete("root", self.rlm.root, messages, depth=self.depth)
+        # Where the backend can constrain decoding, a reply that cannot be a step is never generated.
+        params = {"grammar": STEP_GRAMMAR} if getattr(self.rlm.root, "supports_grammar", False) else {}
+        return await self._complete("root", self.rlm.root, messages, depth=self.depth, **params)
 
-    async def _complete(self, role: str, lm: LM, messages: list[Message], *, depth: int) -> str:
+    async def _complete(self, role: str, lm: LM, messages: list[Message], *, depth: int, **params: Any) -> str:
         """One LM request under the shared concurrency limit, accounted and traced (failures too)."""
         started = time.monotonic()
         prompt = messages[-1]["content"]
         try:
             async with self.limiter:
-                completion = await lm.complete(messages)
+                completion = await lm.complete(messages, **params)
         except Exception as exc:
             self.emit(LMCalled(run_id=self.run_id, depth=depth, role=role, model=lm.model, iteration=self.iteration,
                                prompt=prompt, response="", error=str(exc), latency_s=time.monotonic() - started))
@@ -398,27 +460,38 @@ class _Run:
         ))
         return completion.text
 
-    async def _run_blocks(self, blocks: list[str]) -> tuple[str, str | None]:
-        """Run each block in order; stop at the first FINAL. Returns the observation and the answer."""
-        assert self.sandbox is not None
+    async def _run_blocks(self, blocks: list[str]) -> tuple[str, str | None, str]:
+        """Run each block in order; stop at the first FINAL. Returns the observation, the answer and the code run."""
         parts = []
+        ran = []
         for i, code in enumerate(blocks, 1):
-            timeout = self.rlm.sandbox_limits.step_timeout_s
-            if self.spend.budget.timeout_s is not None:
-                timeout = max(1.0, min(timeout, self.spend.budget.timeout_s - self.spend.elapsed_s))
-            result = await self.sandbox.execute(code, timeout_s=timeout)
-            self.seen_output = True
-            self.ran_code.add(_normalise(code))
-            self.emit(CodeExecuted(
-                run_id=self.run_id, depth=self.depth, iteration=self.iteration, code=code, output=result.output,
-                error=result.error, final=result.final, duration_s=result.duration_s,
-                timed_out=result.timed_out, crashed=result.crashed,
-            ))
+            result = await self._execute(code)
+            ran.append(code)
             if result.final is not None:
-                return "", result.final
+                return "", result.final, "\n".join(ran)
             label = f"[block {i} of {len(blocks)}]\n" if len(blocks) > 1 else ""
             parts.append(label + _format_result(result))
-        return self._truncate("\n\n".join(parts)), None
+        observation = self._truncate("\n\n".join(parts))
+        self.evidence.append(observation)
+        return observation, None, "\n".join(ran)
+
+    async def _execute(self, code: str) -> ExecResult:
+        """Run one block in the REPL, trace it, and note whether it succeeded."""
+        assert self.sandbox is not None
+        timeout = self.rlm.sandbox_limits.step_timeout_s
+        if self.spend.budget.timeout_s is not None:
+            timeout = max(1.0, min(timeout, self.spend.budget.timeout_s - self.spend.elapsed_s))
+        result = await self.sandbox.execute(code, timeout_s=timeout)
+        failed = bool(result.error or result.timed_out or result.crashed)
+        self.last_step_failed = failed
+        self.seen_output = self.seen_output or not failed
+        self.ran_code.add(_normalise(code))
+        self.emit(CodeExecuted(
+            run_id=self.run_id, depth=self.depth, iteration=self.iteration, code=code, output=result.output,
+            error=result.error, final=result.final, duration_s=result.duration_s,
+            timed_out=result.timed_out, crashed=result.crashed,
+        ))
+        return result
 
     async def _resolve(self, final: FinalAnswer) -> tuple[str | None, str]:
         """Turn a FINAL written as text into the answer, or explain why it cannot be one."""
@@ -502,7 +575,8 @@ class _Run:
         self.emit(Notice(run_id=self.run_id, depth=self.depth, iteration=self.iteration, message=message))
 
     def _render(self, name: str, **values: Any) -> str:
-        remaining = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self._remaining().items())
+        units = {"iterations": "turns", "sub_calls": "sub-calls", "cost_usd": "US dollars"}
+        remaining = "budget left: " + ", ".join(f"{v} {units.get(k, k)}" for k, v in self._remaining().items())
         values.setdefault("question", self.question)
         return self.rlm.prompts.render(name, remaining=remaining, **values)
 
@@ -519,7 +593,7 @@ class _Run:
         return prompts.render("system", context_kind=kind, sub_call_doc=sub_doc, final_var_doc=final_var_doc,
                               max_output_chars=f"{self.rlm.max_output_chars:,}")
 
-    def _transcript(self) -> Transcript:
+    async def _transcript(self) -> Transcript:
         info = self.context.describe()
         if self.context.as_list:
             lengths = info["lengths"]
@@ -531,11 +605,26 @@ class _Run:
         else:
             summary = f"one string of {info['total_chars']:,} characters."
             example = self.rlm.prompts.example_str
-        example = Template(example).substitute(keyword=search_hint(self.question))
+        self.evidence.append(info["preview"])
         opening = self._render("first_user", context_summary=summary, preview=info["preview"])
-        first_step = self._render("first_step", example=example)
+        if self.rlm.first_search and (searched := await self._first_search()):
+            opening += "\n\n" + self.rlm.prompts.render("first_search", code=searched[0], output=searched[1])
+            first_step = self._render("next_step")
+        else:
+            example = Template(example).substitute(keyword=search_hint(self.question))
+            first_step = self._render("first_step", example=example)
         return Transcript(self.rlm.prompts, self._system_prompt(), opening, first_step,
                           compact=self.rlm.history == "compact", max_output_chars=self.rlm.max_output_chars)
+
+    async def _first_search(self) -> tuple[str, str] | None:
+        """Run ``search(question)`` before the root model's first turn; its real output opens the chat."""
+        code = f"search({self.question!r})"
+        result = await self._execute(code)
+        if result.error or result.final is not None:
+            return None
+        output = self._truncate(_format_result(result))
+        self.evidence.append(output)
+        return code, output
 
     def _truncate(self, text: str) -> str:
         limit = self.rlm.max_output_chars
@@ -549,11 +638,12 @@ class _Run:
         self.emit(RunFinished(
             run_id=self.run_id, depth=self.depth, answer=answer, stopped_reason=reason, iterations=self.iteration,
             sub_calls=self.sub_calls, usage=self.usage.to_dict(), cost_usd=self.cost_usd, duration_s=duration,
-            error=error,
+            error=error, grounded=self.grounded if answer is not None else None,
         ))
         return Result(answer=answer, stopped_reason=reason, iterations=self.iteration, sub_calls=self.sub_calls,
                       usage=self.usage, cost_usd=self.cost_usd, duration_s=duration, run_id=self.run_id,
-                      trace=self.trace, error=error)
+                      trace=self.trace, error=error, grounded=self.grounded if answer is not None else None,
+                      model=self.rlm.root.model)
 
 
 _STOPWORDS = frozenset(
@@ -579,6 +669,14 @@ def search_hint(question: str) -> str:
         return (1 if special else 0, len(word))
 
     return re.escape(max(words, key=score))
+
+
+def _normalise_answer(answer: str) -> str:
+    return answer.strip().strip("\"'`").strip()
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _normalise(code: str) -> str:

@@ -9,10 +9,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["FinalAnswer", "find_code_blocks", "find_final", "text_outside_code"]
+__all__ = ["STEP_GRAMMAR", "FinalAnswer", "find_code_blocks", "find_final", "text_outside_code"]
+
+STEP_GRAMMAR = r"""
+root ::= code | final
+code ::= "```repl\n" line+ "```"
+line ::= [^`\n] [^\n]* "\n" | "\n"
+final ::= "FINAL(" [^\n]+ ")" | "FINAL_VAR(" [A-Za-z_] [A-Za-z0-9_]* ")"
+"""
+"""GBNF for backends that take one (llama.cpp): a root reply is exactly one ```repl block or one FINAL."""
 
 # Fence tags that are clearly not code for the REPL; any other tag (or none) is run as Python.
 _NOT_CODE = {"text", "txt", "output", "json", "markdown", "md", "bash", "sh", "shell", "console", "plaintext"}
+_TAG_LINE = re.compile(r"[ \t]*(?:repl|python3?|py|ipython)[ \t]*\n", re.IGNORECASE)
 _FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:^[ \t]*```[ \t]*$|\Z)", re.DOTALL | re.MULTILINE)
 _FINAL_START = re.compile(r"^[\s>*_`#-]*(FINAL_VAR|FINAL)\s*\(", re.MULTILINE)
 
@@ -28,12 +37,16 @@ class FinalAnswer:
 
 def find_code_blocks(reply: str) -> list[str]:
     """Code of every fenced block meant for the REPL, in order."""
-    blocks = []
+    blocks: list[str] = []
     for match in _FENCE.finditer(reply):
         tag, code = match.group(1).lower(), match.group(2)
+        if not tag and (tag_line := _TAG_LINE.match(code)):  # "```" then "repl" on its own line
+            code = code[tag_line.end():]
         if tag in _NOT_CODE or not code.strip():
             continue
-        blocks.append(code.rstrip() + "\n")
+        code = code.rstrip() + "\n"
+        if code not in blocks:  # a model that repeats one block in a reply means it once
+            blocks.append(code)
     return blocks
 
 

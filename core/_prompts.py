@@ -25,6 +25,7 @@ class PromptTemplates:
     rlm_query_doc: str
     final_var_doc: str
     first_user: str
+    first_search: str
     first_step: str
     example_str: str
     example_list: str
@@ -32,6 +33,8 @@ class PromptTemplates:
     step: str
     next_step: str
     no_code: str
+    ungrounded_final: str
+    final_after_error: str
     early_final: str
     deferred_final: str
     repeated_code: str

@@ -137,6 +137,8 @@ class RunFinished(Event):
     cost_usd: float
     duration_s: float
     error: str | None = None
+    grounded: bool | None = None
+    """See ``Result.grounded``."""
 
 
 _EVENT_TYPES: dict[str, type[Event]] = {

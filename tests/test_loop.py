@@ -52,7 +52,7 @@ async def test_root_sees_metadata_never_the_context() -> None:
     assert secret not in every_message
     first = user_messages(root)[0]
     assert f"{len(context):,} characters" in first and "filler text." in first
-    assert "Budget: iterations 30" in first
+    assert "budget left: 30 turns" in first
 
 
 async def test_long_output_is_truncated_with_a_notice() -> None:

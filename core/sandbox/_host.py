@@ -162,20 +162,28 @@ class ReplSandbox:
 
     async def get_variable(self, name: str) -> str | None:
         """``str()`` of a REPL variable, or None when it does not exist (used for a ``FINAL_VAR`` in a reply)."""
+        value = (await self._query("get_var", "var", name=name)).get("value")
+        return value if isinstance(value, str) else None
+
+    async def variable_values(self) -> dict[str, str]:
+        """Short ``str()`` forms of the model's variables (numbers, short strings, small collections)."""
+        values = (await self._query("values", "values")).get("values")
+        return {k: v for k, v in values.items() if isinstance(v, str)} if isinstance(values, dict) else {}
+
+    async def _query(self, op: str, expect: str, **fields: Any) -> dict[str, Any]:
+        """Ask the worker something that runs no model code; a worker that hangs or dies is restarted."""
         async with self._get_lock():
             try:
                 await self._ensure_started()
-                request = self._request("get_var", name=name, timeout=self._limits.step_timeout_s)
+                request = self._request(op, timeout=self._limits.step_timeout_s, **fields)
                 try:
-                    reply = await self._exchange(request, "var", self._limits.step_timeout_s + GRACE_S)
+                    return await self._exchange(request, expect, self._limits.step_timeout_s + GRACE_S)
                 except (_HardTimeout, _WorkerGone, ProtocolError):
                     await self._restart()
-                    return None
+                    return {}
             except BaseException:
                 await self._kill()
                 raise
-            value = reply.get("value")
-            return value if isinstance(value, str) else None
 
     async def aclose(self) -> None:
         """Kill the worker (its whole process tree) and remove the temporary directory; idempotent."""

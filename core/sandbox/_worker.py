@@ -881,8 +881,13 @@ class _TextWriter(io.TextIOBase):
         return len(text)
 
 
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_repl_tools.py"), encoding="utf-8") as _fh:
+    _REPL_TOOLS = compile(_fh.read(), "<recursa-repl-tools>", "exec")
+"""``search`` and the preloaded modules (``_repl_tools.py``), read at start-up, before the sandbox closes."""
+
 _INJECTED = (
     "context",
+    "search",
     "context_names",
     "context_metadata",
     "llm_query",
@@ -908,10 +913,14 @@ class _Repl:
         sys.stderr = _TextWriter(self.output, "<stderr>", 2)
         sys.stdin = io.StringIO("")
         signal.signal(signal.SIGALRM, host.clock.on_alarm)
+        tools: dict = {"__name__": "recursa_repl_tools", "__builtins__": builtins}
+        exec(_REPL_TOOLS, tools)
         self.ns: dict = {
+            **tools["preloaded_namespace"](),
             "__name__": "__main__",
             "__builtins__": builtins,
             "context": list(documents) if cfg["as_list"] else documents[0],
+            "search": tools["make_search"](documents, list(cfg["names"]), as_list=cfg["as_list"]),
             "context_names": list(cfg["names"]),
             "context_metadata": list(cfg["metadata"]),
             "llm_query": self.llm_query,
@@ -966,7 +975,7 @@ class _Repl:
         """Print the variables defined so far, with their type and size."""
         lines = []
         for name, value in self.ns.items():
-            if name.startswith("_") or name in _INJECTED or type(value).__name__ == "module":
+            if name.startswith("_") or name in _INJECTED or type(value).__name__ == "module" or isinstance(value, type):
                 continue
             lines.append(f"  {name}: {_describe(value)}")
         print("Variables:\n" + "\n".join(lines) if lines else "No variables defined yet.")
@@ -983,6 +992,9 @@ class _Repl:
             elif op == "get_var":
                 reply = self.get_var(message["name"], float(message["timeout"]))
                 reply.update(op="var", id=message.get("id"))
+            elif op == "values":
+                reply = self.values(float(message["timeout"]))
+                reply.update(op="values", id=message.get("id"))
             else:
                 os._exit(0)
             self.host.send(reply)
@@ -1037,6 +1049,27 @@ class _Repl:
         except BaseException as exc:  # noqa: B036
             return {"value": None, "error": _format_exception(exc)}
         return {"value": value}
+
+    def values(self, timeout: float) -> dict:
+        """Short text forms of the model's own variables (numbers, short strings, small lists): what the host
+        checks a FINAL answer against besides printed output."""
+        found: dict = {}
+        try:
+            self.host.clock.arm(timeout)
+            try:
+                for name, value in list(self.ns.items()):
+                    if name.startswith("_") or name in _INJECTED or callable(value) or type(value).__name__ == "module":
+                        continue
+                    if isinstance(value, str | int | float) or (
+                            isinstance(value, list | tuple | set | dict) and len(value) <= 50):
+                        text = str(value)
+                        if len(text) <= 2_000:
+                            found[name] = text
+            finally:
+                self.host.clock.disarm()
+        except BaseException:  # noqa: B036 - a hostile __str__ must not end the REPL
+            pass
+        return {"values": found}
 
     def _leave_if_forked(self) -> None:
         if os.getpid() != self.pid:  # a child model code forked must never speak for the REPL

@@ -1,0 +1,140 @@
+"""Helpers the REPL gives model code besides ``context``: ``search`` and the modules code forgets to import.
+
+Stdlib only: the worker reads this file before its sandbox closes and runs it in the REPL process, and
+the host imports it too (for tests and to describe the tools). ``search`` is the first step the host
+runs for every question, so the root model's first decision is made on real output.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from collections.abc import Callable
+
+__all__ = ["PRELOADED_MODULES", "QUESTION_STOPWORDS", "make_search", "preloaded_namespace", "query_terms"]
+
+PRELOADED_MODULES = ("re", "json", "math", "collections", "itertools", "functools", "statistics", "string",
+                     "textwrap", "datetime")
+"""Imported before model code runs (plus ``Counter`` and ``defaultdict``): small models forget ``import re``."""
+
+QUESTION_STOPWORDS = frozenset("""
+a an the of for in on at to is are was were be been being am what which who whom whose when where why how
+many much does do did done has have had this that these those with from by and or not no it its as into
+than then there their them they he she his her we you your i me my our us all any each every some
+mentioned provided text context document documents give list find tell show please can could would should
+will shall may might must about also just only so such very more most less least other another same
+given say says said named called whether if else one ones
+""".split())
+"""Words of a question that say nothing about where its answer is."""
+
+_WINDOW = 240
+_WORD = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.'-]*[A-Za-z0-9_])?")
+
+
+def query_terms(query: str | list[str] | tuple[str, ...]) -> list[str]:
+    """The distinctive words of a query, in order, without stopwords, duplicates or surrounding punctuation."""
+    words = list(query) if isinstance(query, list | tuple) else _WORD.findall(query)
+    terms: list[str] = []
+    for word in words:
+        word = str(word).strip().strip(".,;:!?'\"()[]{}").removesuffix("'s")
+        if not word or word.lower() in QUESTION_STOPWORDS or word.lower() in (t.lower() for t in terms):
+            continue
+        if len(word) > 1 or word.isdigit():
+            terms.append(word)
+    return terms
+
+
+def _term_pattern(term: str) -> re.Pattern[str]:
+    """A whole-word, case-insensitive match that also takes a plain plural ("order" finds "orders")."""
+    stem = term[:-1] if len(term) > 3 and term.lower().endswith("s") and not term.lower().endswith("ss") else term
+    plural = "(?:s|es)?" if stem[-1:].isalpha() else ""
+    return re.compile(rf"(?<![\w]){re.escape(stem)}{plural}(?![\w])", re.IGNORECASE)
+
+
+def make_search(documents: list[str], names: list[str], *, as_list: bool,
+                out: Callable[[str], None] = print) -> Callable[..., list[str]]:
+    """``search(query, max_lines=8)`` over these documents, printing through ``out``."""
+    line_starts: list[list[int] | None] = [None] * len(documents)
+
+    def starts(i: int) -> list[int]:
+        if line_starts[i] is None:
+            text = documents[i]
+            found = [0]
+            pos = text.find("\n")
+            while pos != -1:
+                found.append(pos + 1)
+                pos = text.find("\n", pos + 1)
+            line_starts[i] = found
+        return line_starts[i]  # type: ignore[return-value]
+
+    def search(query: str | list[str], max_lines: int = 8) -> list[str]:
+        """Print how many lines of ``context`` contain each word of ``query`` and the lines that match it
+        best (rarest words weigh most); return every line that contains all the words that occur."""
+        terms = query_terms(query)
+        if not terms:
+            out("search(): no searchable words in the query; pass the distinctive words, e.g. search('error payments')")
+            return []
+        # lines[(doc, line number)] -> {term index: first match offset in the document}
+        lines: dict[tuple[int, int], dict[int, int]] = {}
+        per_term = [0] * len(terms)
+        total_lines = 0
+        for d, text in enumerate(documents):
+            line_of = starts(d)
+            total_lines += len(line_of)
+            for t, term in enumerate(terms):
+                seen_line = -1
+                for match in _term_pattern(term).finditer(text):
+                    line = bisect.bisect_right(line_of, match.start()) - 1
+                    if line != seen_line:
+                        seen_line = line
+                        per_term[t] += 1
+                        lines.setdefault((d, line), {}).setdefault(t, match.start())
+        weights = [math.log(1 + total_lines / (1 + n)) if n else 0.0 for n in per_term]
+        present = [t for t, n in enumerate(per_term) if n]
+        everywhere = [key for key, hit in lines.items() if present and all(t in hit for t in present)]
+
+        shown = ", ".join(f"{term!r} {n:,}" for term, n in zip(terms, per_term, strict=True))
+        out(f"search({' '.join(terms)!r}) over {total_lines:,} lines. Lines containing each word: {shown}")
+        if not present:
+            out("No line contains any of these words.")
+            return []
+        if len(present) > 1:
+            words = ", ".join(repr(terms[t]) for t in present)
+            out(f"Lines containing all of {words}: {len(everywhere):,}")
+        ranked = sorted(lines.items(), key=lambda item: (-sum(weights[t] for t in item[1]), item[0]))
+        if ranked:
+            out("Best matching lines:")
+        for (d, line), hit in ranked[:max_lines]:
+            text = documents[d]
+            line_of = starts(d)
+            begin = line_of[line]
+            end = line_of[line + 1] - 1 if line + 1 < len(line_of) else len(text)
+            rarest = max(hit, key=lambda t: weights[t])
+            out(f"  {names[d] + ':' if as_list else 'line '}{line + 1}: {_window(text, begin, end, hit[rarest])}")
+        result = []
+        for d, line in sorted(everywhere):
+            line_of = starts(d)
+            end = line_of[line + 1] - 1 if line + 1 < len(line_of) else len(documents[d])
+            result.append(documents[d][line_of[line]:end])
+        return result
+
+    return search
+
+
+def _window(text: str, begin: int, end: int, at: int) -> str:
+    """The line ``text[begin:end]``, or about ``_WINDOW`` characters of it around offset ``at``."""
+    if end - begin <= _WINDOW:
+        return text[begin:end].strip()
+    start = max(begin, min(at - _WINDOW // 3, end - _WINDOW))
+    stop = min(end, start + _WINDOW)
+    return ("..." if start > begin else "") + text[start:stop].strip() + ("..." if stop < end else "")
+
+
+def preloaded_namespace() -> dict[str, object]:
+    """The modules (and two classes) every REPL starts with."""
+    import collections
+
+    namespace: dict[str, object] = {name: __import__(name) for name in PRELOADED_MODULES}
+    namespace.update(Counter=collections.Counter, defaultdict=collections.defaultdict)
+    return namespace
