@@ -146,7 +146,16 @@ class OpenAIChat:
                 attempt += 1
                 continue
             logger.debug("%s answered in %.2fs", request["model"], time.monotonic() - started)
-            return self._to_completion(response, request["model"], messages)
+            try:
+                return self._to_completion(response, request["model"], messages)
+            except LMError:
+                raise
+            except Exception as exc:  # a shape no check above foresaw: still an LMResponseError, never a crash
+                raise LMResponseError(
+                    f"model {request['model']!r} at {self.url} sent a reply recursa could not read "
+                    f"({type(exc).__name__}: {self._redact(str(exc))[:200]})",
+                    model=request["model"],
+                ) from exc
 
     async def aclose(self) -> None:
         """Close the underlying HTTP connections; the client reopens them if used again."""
@@ -287,8 +296,10 @@ class OpenAIChat:
                 f"{where} sent a reply that is not a chat completion: {str(response)[:200]!r}", model=model
             )
         choices = response.choices
-        if not choices:
-            raise LMResponseError(f"{where} sent a completion with no choices", model=model)
+        if not isinstance(choices, list) or not choices:
+            error = getattr(response, "error", None)  # some servers put an error in a 200 reply
+            said = f": {self._redact(str(error.get('message', error)))[:300]}" if isinstance(error, Mapping) else ""
+            raise LMResponseError(f"{where} sent a completion with no choices{said}", model=model)
         choice = choices[0]
         message = getattr(choice, "message", None)
         content = getattr(message, "content", None)
@@ -304,10 +315,9 @@ class OpenAIChat:
             else:
                 reason = f"finish_reason={finish}"
             raise LMResponseError(f"{where} sent a completion without text content: {reason}", model=model)
-        usage = _usage(getattr(response, "usage", None))
-        if getattr(response, "usage", None) is None:  # some servers send none: estimate, so token budgets hold
-            usage = Usage.estimate(messages, content)
-        served = getattr(response, "model", None) or model
+        # Some servers send no usage, or nonsense: estimate it then, so token budgets still hold.
+        usage = _usage(getattr(response, "usage", None)) or Usage.estimate(messages, content)
+        served = response.model if isinstance(response.model, str) and response.model else model
         price = price_for(model, self.prices) or price_for(served, self.prices)
         cost = price.cost(usage) if price is not None else 0.0
         return Completion(text=content, usage=usage, cost_usd=cost, model=served)
@@ -450,13 +460,20 @@ def _check_base_url(url: str, model: str) -> None:
     raise LMConnectionError(f"base_url {url!r} for model {model!r} is not an http(s) URL: {fix}", model=model)
 
 
-def _usage(usage: Any) -> Usage:
+def _usage(usage: Any) -> Usage | None:
+    """The token counts the server reported, or ``None`` when it sent none or ones that cannot be true."""
     if usage is None:
-        return Usage()
-    return Usage(
-        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-    )
+        return None
+    values = [usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+              for name in ("prompt_tokens", "completion_tokens")]
+    if values == [None, None]:
+        return None
+    counts = []
+    for value in (v or 0 for v in values):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e12:
+            return None
+        counts.append(int(value))
+    return Usage(input_tokens=counts[0], output_tokens=counts[1])
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

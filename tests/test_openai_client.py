@@ -113,6 +113,20 @@ async def test_usage_missing_is_estimated_so_token_budgets_hold() -> None:
     assert completion.cost_usd == 0.0
 
 
+@pytest.mark.parametrize(
+    "usage",
+    ["garbage", {"prompt_tokens": "abc", "completion_tokens": 1}, {"prompt_tokens": -5, "completion_tokens": 1e30}],
+    ids=["not-an-object", "not-a-number", "impossible"],
+)
+@pytest.mark.anyio
+async def test_nonsense_usage_is_estimated_and_nonsense_model_ignored(usage: Any) -> None:
+    reply = {"text": "x" * 400, "usage": usage, "model": 5}
+    with FakeOpenAIServer(lambda request: reply) as server:
+        completion = await chat(server, model="unpriced").complete([{"role": "user", "content": "y" * 800}])
+    assert completion.usage == Usage(input_tokens=200, output_tokens=100)
+    assert completion.model == "unpriced"
+
+
 @pytest.mark.anyio
 async def test_dated_model_in_reply_is_priced() -> None:
     usage = {"prompt_tokens": 10**6, "completion_tokens": 0}
