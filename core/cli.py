@@ -174,11 +174,10 @@ def _fail_run(
     """End a failed ``ask``: one error line on stderr and, with ``--json``, still exactly one JSON object on
     stdout (what the run spent up to the failure), so scripts parsing stdout never see nothing."""
     if as_json:
-        if isinstance(partial, Result):
-            out = _result_json(partial)
-        else:
-            out = {"answer": None, "stopped_reason": stopped_reason, "iterations": 0, "sub_calls": 0,
-                   "usage": Usage().to_dict(), "cost_usd": 0.0, "duration_s": 0.0}
+        if not isinstance(partial, Result):  # failed before the run began: the same keys, nothing spent
+            partial = Result(answer=None, stopped_reason=stopped_reason, iterations=0, sub_calls=0, usage=Usage(),
+                             cost_usd=0.0, duration_s=0.0, run_id="")
+        out = _result_json(partial)
         out["error"] = message
         typer.echo(json.dumps(out, ensure_ascii=False))
     _fail(message, code)
