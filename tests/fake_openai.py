@@ -11,8 +11,10 @@ test decides every reply through ``responder(request_json) -> str | dict``:
 - a ``dict`` may hold ``text`` (``None`` gives ``"content": null``), ``usage`` (``None`` omits it),
   ``finish_reason``, ``status`` with ``error`` / ``code`` / ``type`` (an OpenAI-style error body),
   ``json`` (any body, sent as JSON), ``raw`` (str/bytes body sent as-is, with ``content_type``),
-  ``headers``, ``delay`` (seconds, overrides the server's ``delay_s``) and ``drop`` (close the
-  connection without answering).
+  ``headers``, ``delay`` (seconds, overrides the server's ``delay_s``), ``drop`` (close the
+  connection without answering) and ``cut_after`` (send the headers, announcing the full length, and
+  only that many bytes of the body, then hang up: a connection lost mid-body; with ``reset: True`` the
+  hang-up is a TCP reset instead of an orderly close).
 
 Counters are thread-safe: ``request_count``, ``requests_per_model``, ``in_flight``,
 ``max_in_flight`` and ``bodies``. A request is in flight from the moment its body is read until
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -205,40 +208,45 @@ class FakeOpenAIServer:
 
     # -- replies -------------------------------------------------------------------------------
 
-    def _reply(self, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes | None]:
-        """Status, headers and body bytes for one request (``None`` body: drop the connection)."""
+    def _reply(self, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes | None, dict[str, Any]]:
+        """Status, headers, body bytes (``None``: drop the connection) and how to send them for one request."""
+        status, headers, payload, spec = self._reply_spec(body)
+        how = {k: spec[k] for k in ("cut_after", "reset") if k in spec}
+        return status, headers, payload, how
+
+    def _reply_spec(self, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes | None, dict[str, Any]]:
         model = body.get("model")
         if self.models is not None and model not in self.models:
             message = f"The model `{model}` does not exist or you do not have access to it."
-            return _json_reply(404, _error_body(message, "invalid_request_error", "model_not_found"))
+            return (*_json_reply(404, _error_body(message, "invalid_request_error", "model_not_found")), {})
         if body.get("stream"):
-            return _json_reply(400, _error_body("streaming is not faked", "invalid_request_error", None))
+            return (*_json_reply(400, _error_body("streaming is not faked", "invalid_request_error", None)), {})
         try:
             reply = self.responder(body)
         except Exception as exc:  # a broken responder should fail the test loudly, not hang it
-            return _json_reply(500, _error_body(f"responder raised {exc!r}", "server_error", None))
+            return (*_json_reply(500, _error_body(f"responder raised {exc!r}", "server_error", None)), {})
         spec: dict[str, Any] = {"text": reply} if isinstance(reply, str) else dict(reply)
         delay = float(spec.get("delay", self.delay_s))
         if delay > 0:
             self._stopping.wait(delay)
         if spec.get("drop"):
-            return 0, {}, None
+            return 0, {}, None, spec
         status = int(spec.get("status", 200))
         headers = {str(k): str(v) for k, v in spec.get("headers", {}).items()}
         if "raw" in spec:
             raw = spec["raw"]
             headers.setdefault("Content-Type", spec.get("content_type", "application/json"))
-            return status, headers, raw.encode() if isinstance(raw, str) else bytes(raw)
+            return status, headers, raw.encode() if isinstance(raw, str) else bytes(raw), spec
         if "json" in spec:
             status, base, payload = _json_reply(status, spec["json"])
-            return status, {**base, **headers}, payload
+            return status, {**base, **headers}, payload, spec
         if status >= 400:
             message = spec.get("error", f"fake error {status}")
             type_ = spec.get("type", "server_error" if status >= 500 else "invalid_request_error")
             status, base, payload = _json_reply(status, _error_body(message, type_, spec.get("code")))
-            return status, {**base, **headers}, payload
+            return status, {**base, **headers}, payload, spec
         status, base, payload = _json_reply(status, self._completion(body, spec))
-        return status, {**base, **headers}, payload
+        return status, {**base, **headers}, payload, spec
 
     def _completion(self, body: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
         text = spec.get("text", "")
@@ -319,24 +327,40 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         fake._enter(body)
         try:
-            status, headers, payload = fake._reply(body)
+            status, headers, payload, how = fake._reply(body)
         finally:
             fake._leave()  # before any byte is written: the client cannot have its answer yet
         if payload is None:
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
+            self._hang_up(reset=bool(how.get("reset")))
             return
-        self._send(status, headers, payload)
+        self._send(status, headers, payload, cut_after=how.get("cut_after"), reset=bool(how.get("reset")))
 
-    def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+    def _send(
+        self, status: int, headers: dict[str, str], payload: bytes, *, cut_after: int | None = None,
+        reset: bool = False,
+    ) -> None:
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(payload)
+        if cut_after is None:
+            self.wfile.write(payload)
+            self.close_connection = True
+            return
+        self.wfile.write(payload[: int(cut_after)])
+        self.wfile.flush()
+        self._hang_up(reset=reset)
+
+    def _hang_up(self, *, reset: bool) -> None:
+        """Close the connection now: an orderly shutdown, or a TCP reset (RST) when ``reset``."""
         self.close_connection = True
+        if reset:  # linger on, timeout 0: close() sends RST instead of FIN
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            return
+        self.connection.shutdown(socket.SHUT_RDWR)
 
 
 if __name__ == "__main__":
