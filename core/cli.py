@@ -1,4 +1,4 @@
-"""The ``recursa`` command: ask, demo, model, bench, view, mcp."""
+"""The ``recursa`` command: ask, demo, model, bench, view, mcp, serve."""
 
 from __future__ import annotations
 
@@ -246,6 +246,50 @@ def mcp(
         return
     serve(transport="http" if http else "stdio", host=host, port=port, roots=root, model=model,
           sub_model=sub_model, base_url=base_url, api_key=api_key, use_client_sampling=sampling)
+
+
+@app.command("serve")
+def serve_openai(
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8000,
+    model: ModelOption = None,
+    sub_model: SubModelOption = None,
+    base_url: BaseUrlOption = None,
+    api_key: ApiKeyOption = None,
+    root: Annotated[
+        list[str] | None, typer.Option("--root", metavar="DIR", help="Directory requests may read under. Repeatable.")
+    ] = None,
+    token: Annotated[str | None, typer.Option(metavar="TOKEN", envvar="RECURSA_SERVE_TOKEN", show_envvar=False,
+                                              help="Bearer token clients must send. Env: RECURSA_SERVE_TOKEN.")] = None,
+    max_concurrent_runs: Annotated[int, typer.Option(metavar="N", help="Runs at once.")] = 4,
+    max_queued: Annotated[int, typer.Option(metavar="N", help="Requests that wait for a run slot (else 429).")] = 0,
+    max_request_mb: Annotated[float, typer.Option(metavar="MB", help="Largest request body (else 413).")] = 64,
+    name: Annotated[str, typer.Option(metavar="NAME", help="Model name clients ask for.")] = "recursa",
+    max_iterations: Annotated[int | None, typer.Option(metavar="N", help="Root turns (default 30).")] = None,
+    max_depth: Annotated[int | None, typer.Option(metavar="N", help="Recursion depth (1 = plain sub-calls).")] = None,
+    max_sub_calls: Annotated[int | None, typer.Option(metavar="N", help="Sub-calls in all (default 500).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(metavar="N", help="Tokens in all, root and sub.")] = None,
+    max_cost: Annotated[float | None, typer.Option(metavar="USD", help="US dollars in all.")] = None,
+    timeout: Annotated[float | None, typer.Option(metavar="SECONDS", help="Wall-clock seconds (default 900).")] = None,
+    concurrency: Annotated[int, typer.Option(metavar="N", help="LM requests in flight at once, per run.")] = 8,
+    trace_dir: Annotated[Path | None, typer.Option(metavar="DIR", help="Also write each trace here as JSONL.")] = None,
+) -> None:
+    """Serve an OpenAI-compatible chat endpoint whose model is an RLM (budget flags cap every request)."""
+    try:
+        from .serve import ServeConfig, serve
+    except ImportError as exc:
+        _fail(str(exc))
+        return
+    budget = Budget().with_overrides(max_iterations=max_iterations, max_depth=max_depth, max_sub_calls=max_sub_calls,
+                                     max_tokens=max_tokens, max_cost_usd=max_cost, timeout_s=timeout)
+    try:
+        config = ServeConfig(name=name, token=token or None, roots=root or (), budget=budget,
+                             max_concurrent_runs=max_concurrent_runs, max_queued=max_queued,
+                             max_request_bytes=int(max_request_mb * 2**20), concurrency=concurrency,
+                             trace_dir=str(trace_dir) if trace_dir else None)
+        serve(host=host, port=port, model=model, sub_model=sub_model, base_url=base_url, api_key=api_key, config=config)
+    except (RecursaError, ValueError) as exc:
+        _fail(str(exc))
 
 
 app.command("bench")(bench)

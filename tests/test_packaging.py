@@ -35,7 +35,7 @@ def test_import_needs_no_framework() -> None:
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name.split('.')[0] in {'langgraph', 'langchain', 'langchain_core', 'llama_index', 'mcp',"
-        " 'llama_cpp', 'matplotlib'}:\n"
+        " 'llama_cpp', 'matplotlib', 'starlette', 'uvicorn'}:\n"
         "            raise ImportError(f'blocked {name}')\n"
         "sys.meta_path.insert(0, Block())\n"
         "import recursa\n"
@@ -45,12 +45,18 @@ def test_import_needs_no_framework() -> None:
         "    import recursa.integrations.langgraph\n"
         "except ImportError as exc:\n"
         "    print(exc)\n"
+        "import recursa.cli\n"
+        "try:\n"
+        "    import recursa.serve\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
     )
     proc = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "ok"
     assert "pip install 'recursa[langgraph]'" in lines[1]
+    assert "pip install 'recursa[serve]'" in lines[2]
 
 
 @pytest.mark.slow
@@ -63,7 +69,8 @@ def test_built_wheel_imports_and_runs(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for expected in ("recursa/__init__.py", "recursa/prompts/rlm.md", "recursa/sandbox/_worker.py",
                      "recursa/integrations/langgraph.py", "recursa/integrations/llamaindex.py",
-                     "recursa/mcp_server/__init__.py", "recursa/bench/sniah.py", "recursa/py.typed"):
+                     "recursa/mcp_server/__init__.py", "recursa/serve/__init__.py", "recursa/bench/sniah.py",
+                     "recursa/py.typed"):
         assert expected in names, f"{expected} missing from {wheel.name}"
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
