@@ -15,7 +15,8 @@ import re
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from hmac import compare_digest
@@ -70,6 +71,8 @@ logger = logging.getLogger("recursa.serve")
 T = TypeVar("T")
 ROOT_HINT = "start recursa serve with --root for that directory to allow it"
 _TRACE_ID = re.compile(r"[0-9a-f]{1,64}")
+SHUTDOWN_DRAIN_S = 10.0
+"""At shutdown, how long to wait for cancelled runs to stop their REPL workers."""
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,32 @@ class _Server:
         self.slots = _Slots(config.max_concurrent_runs, config.max_queued)
         self.traces = _Traces(config.keep_traces, config.trace_dir)
         self.started = int(time.time())
+        self.active = 0
+        """Runs started and not yet cleaned up (their worker may still be stopping)."""
+
+    async def drain(self, timeout_s: float) -> None:
+        """At shutdown, after the ASGI server cancelled the requests: wait until every run has stopped its
+        worker, so the process does not exit (uvicorn re-raises SIGTERM) and leave one behind."""
+        with anyio.move_on_after(timeout_s):
+            while self.active:
+                await anyio.sleep(0.02)
+        if self.active:
+            logger.warning("%d run(s) still stopping at shutdown", self.active)
+
+    def check_paths(self, job: ChatJob) -> None:
+        """Refuse paths outside the roots (403) or missing (400) before anything runs, so a streaming client
+        gets the status code, not an error event after a 200. Nothing is read here."""
+        if not (job.paths or job.glob):
+            return
+        if self.roots is None:
+            raise HTTPProblem(403, "This server reads no files: it was started without --root. Send the text in "
+                              "the messages, or restart it with --root DIR.", code="path_not_allowed",
+                              param="recursa.paths")
+        for path in job.paths:
+            try:
+                self.roots.locate(path)
+            except ContextError as exc:
+                raise _problem_for(exc, []) from None
 
     def context_for(self, job: ChatJob) -> Context:
         """The run's context: message documents, then files read under the roots by the core loader."""
@@ -223,10 +252,8 @@ class _Server:
         metadata: list[dict[str, Any]] = [{"source": "message", "name": n} for n in names]
         manifest = None
         if job.paths or job.glob:
-            if self.roots is None:
-                raise HTTPProblem(403, "This server reads no files: it was started without --root. Send the text in "
-                                  "the messages, or restart it with --root DIR.", code="path_not_allowed",
-                                  param="recursa.paths")
+            self.check_paths(job)
+            assert self.roots is not None
             specs = job.paths or [str(p) for p in self.roots.paths]
             loaded = load_files(specs, roots=self.roots, include=[job.glob] if job.glob else (), limits=LoadLimits())
             docs, names, metadata = docs + loaded.documents, names + loaded.names, metadata + loaded.metadata
@@ -248,6 +275,7 @@ class _Server:
                 self.traces.watch(event.run_id, events)
             emit(event)
 
+        self.active += 1
         try:
             async with ticket:
                 try:
@@ -266,6 +294,7 @@ class _Server:
                     raise HTTPProblem(500, f"Internal error: {type(exc).__name__}: {exc}.{_trace_hint(run_id)}",
                                       type="server_error") from None
         finally:
+            self.active -= 1
             ticket.close()
             if run_id:
                 self.traces.save(run_id[0], events)
@@ -441,7 +470,10 @@ class _EventStream:
         def emit(event: Event) -> None:
             text = progress.update(event)
             if text:
-                to_client.send_nowait(text)
+                try:
+                    to_client.send_nowait(text)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass  # the client is gone and the run is being cancelled
 
         async def run() -> None:
             try:
@@ -496,6 +528,7 @@ def create_app(root: LM, sub: LM | None = None, *, config: ServeConfig | None = 
                 raise HTTPProblem(400, f"The request body is not valid JSON: {exc}.") from None
             job = parse_chat(body, served=[config.name], question_max_chars=config.question_max_chars)
             budget = capped_budget(config.budget, job.budget)
+            await anyio.to_thread.run_sync(partial(server.check_paths, job))
             ticket = server.slots.reserve()
         except HTTPProblem as problem:
             return _problem_response(problem)
@@ -546,7 +579,13 @@ def create_app(root: LM, sub: LM | None = None, *, config: ServeConfig | None = 
         return JSONResponse(error_body(f"{request.method} {request.url.path}: {exc.detail}",
                                        type="invalid_request_error"), status_code=exc.status_code)
 
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await server.drain(SHUTDOWN_DRAIN_S)
+
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
