@@ -288,7 +288,7 @@ def serve_openai(
                              max_request_bytes=int(max_request_mb * 2**20), concurrency=concurrency,
                              trace_dir=str(trace_dir) if trace_dir else None)
         serve(host=host, port=port, model=model, sub_model=sub_model, base_url=base_url, api_key=api_key, config=config)
-    except (RecursaError, ValueError) as exc:
+    except (RecursaError, ValueError, ImportError) as exc:  # ImportError: the embedded model is not installed
         _fail(str(exc))
 
 

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ pytest.importorskip("uvicorn", reason="pip install 'recursa[serve]'")
 openai = pytest.importorskip("openai")
 
 from recursa import Budget, read_trace  # noqa: E402
+from recursa._model_store import EMBEDDED_MODEL  # noqa: E402
 from recursa.serve import check_binding  # noqa: E402
 from recursa.serve._chat import HTTPProblem, capped_budget, parse_chat  # noqa: E402
 
@@ -191,7 +193,7 @@ def client(server: Server) -> openai.OpenAI:
 
 
 @pytest.fixture(autouse=True)
-def _quiet_upstream(fake: FakeOpenAIServer) -> None:
+def _fresh_counters(fake: FakeOpenAIServer) -> None:
     fake.reset_counters()
 
 
@@ -498,6 +500,30 @@ def test_binding_beyond_loopback_without_a_token_is_refused_at_start(fake: FakeO
         with pytest.raises(ValueError, match="without a token"):
             check_binding(host, None)
         check_binding(host, "a-token")
+
+
+@pytest.mark.skipif(find_spec("llama_cpp") is None, reason="pip install 'recursa[local]'")
+def test_no_endpoint_serves_the_embedded_model(tmp_path: Path) -> None:
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RECURSA_"))}
+    log = tmp_path / "local.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "recursa.cli", "serve", "--port", str(port)], env=base,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        models = wait_until(lambda: _get_json(f"http://127.0.0.1:{port}/v1/models"), timeout=60, interval=0.1)
+        assert [m["id"] for m in models["data"]] == ["recursa"]
+        assert f"(root {EMBEDDED_MODEL.name}, sub {EMBEDDED_MODEL.name})" in log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def _get_json(url: str) -> Any:
+    try:
+        return httpx.get(url, timeout=1).json()
+    except httpx.HTTPError:
+        return None
 
 
 def test_which_message_is_the_question() -> None:
