@@ -53,6 +53,7 @@ SCRIPTS: dict[str, list[Any]] = {
     "[sleep]": [repl("import time\nprint('sleeping', flush=True)\ntime.sleep(60)"), "FINAL(woke up)"],
     "[stuck]": [repl("import time\ntime.sleep(60)", prose="")],
     "[never]": [repl("print('still looking')")],
+    "[broken]": [{"status": 400, "error": "the upstream refuses this prompt"}],
 }
 
 
@@ -289,6 +290,10 @@ def test_run_errors_come_back_in_openai_shape(client: openai.OpenAI, tree: dict[
                                             extra_body={"recursa": {"timeout_s": 1}})
     with pytest.raises(openai.APIError, match="timed out after 1 s"):
         list(stream)
+    # the upstream model failing is a 502 naming its error
+    with pytest.raises(openai.APIStatusError, match="upstream model failed.*the upstream refuses this prompt") as info:
+        client.chat.completions.create(model="recursa", messages=ask("[broken] q"))
+    assert info.value.status_code == 502
 
 
 # -- files under --root -----------------------------------------------------------------------------
