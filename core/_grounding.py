@@ -18,9 +18,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .sandbox._repl_tools import QUESTION_STOPWORDS
+from .sandbox._repl_tools import QUESTION_STOPWORDS, query_terms
 
-__all__ = ["Grounding", "check_grounding"]
+__all__ = ["Grounding", "agrees", "check_grounding", "extraction_prompt", "is_bare_value", "missing_words",
+           "supporting_lines"]
 
 _TOKEN = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[^\W\d_][\w'-]*[\w]|[^\W\d_]|[\w][\w.\-/]*[\w]")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?$")
@@ -48,6 +49,8 @@ class Grounding:
     missing: tuple[str, ...] = ()
     """The claim tokens that appear nowhere in the evidence."""
     reason: str = ""
+    claims: tuple[str, ...] = ()
+    """The answer's values that were looked for (empty for a whole-answer match or nothing to check)."""
 
 
 def check_grounding(answer: str, question: str, evidence: list[str]) -> Grounding:
@@ -57,15 +60,16 @@ def check_grounding(answer: str, question: str, evidence: list[str]) -> Groundin
         return Grounding(False, reason="the answer is empty")
     haystack = "\n".join(evidence)
     folded = _collapse(haystack).casefold()
-    question_tokens = {t.casefold() for t in _TOKEN.findall(question)}
+    # Case matters here: "decreasing" answers "What is DECREASING?", but "DECREASING" only repeats it.
+    question_tokens = set(_TOKEN.findall(question))
     claims = [t for t in dict.fromkeys(_TOKEN.findall(text))
-              if t.casefold() not in question_tokens and t.casefold() not in _FILLER]
+              if t not in question_tokens and t.casefold() not in _FILLER]
     if not claims:
         if _NEGATIVE.search(text) or _YES_NO.match(text):
             return Grounding(None, reason="nothing to check: the answer says it is absent, or yes/no")
         return Grounding(False, reason="the answer only repeats words of the question")
     if _collapse(text).casefold() in folded:
-        return Grounding(True, reason="the answer appears in the output")
+        return Grounding(True, reason="the answer appears in the output", claims=(text,))
     evidence_numbers = _numbers(haystack)
     # Values (numbers, identifiers, names) must all appear; plain lowercase words may be the model's own
     # phrasing ("as stated"), so of those only half need to.
@@ -76,8 +80,61 @@ def check_grounding(answer: str, question: str, evidence: list[str]) -> Groundin
     elif len(missing) * 2 <= len(claims):
         missing = ()
     if missing:
-        return Grounding(False, missing, f"never printed: {', '.join(missing[:5])}")
-    return Grounding(True, reason="every value in the answer appears in the output")
+        return Grounding(False, missing, f"never printed: {', '.join(missing[:5])}", tuple(claims))
+    return Grounding(True, reason="every value in the answer appears in the output", claims=tuple(claims))
+
+
+def supporting_lines(claims: tuple[str, ...], evidence: list[str], limit: int = 5) -> list[str]:
+    """The evidence lines that contain the answer's values, most values first: what a verifier should read."""
+    scored = []
+    for text in evidence:
+        for line in text.splitlines():
+            folded = line.casefold()
+            hits = sum(_appears(claim, folded, _numbers(line)) for claim in claims)
+            if hits:
+                scored.append((-hits, len(scored), line.strip()[:300]))
+    return [line for _, _, line in sorted(scored)[:limit]]
+
+
+def extraction_prompt(question: str, lines: list[str]) -> str:
+    """Ask a model to read the answer off the lines that contain the proposed one, without showing it.
+
+    A small model asked "is this answer right?" says yes to anything; asked to extract the answer itself
+    it reads a look-alike line or a count of lines as "NONE" or as another value, which ``agrees`` catches.
+    """
+    shown = "\n".join(f"- {line}" for line in lines)
+    prompt = (f"Lines:\n{shown}\n\nQuestion: {question}\nIf the lines above state the answer to exactly this "
+              "question, reply with the answer only. If they do not (they are about something else, or only show "
+              "counts of lines or words), reply NONE.")
+    # A mechanical fact the model would otherwise overlook: which words of the question the lines lack
+    # ("northern" when the line is about the *narrow* tram depot).
+    if missing := missing_words(question, lines):
+        prompt += f"\nNote: the question's word(s) {', '.join(map(repr, missing))} do not occur in these lines."
+    return prompt
+
+
+def missing_words(question: str, lines: list[str]) -> list[str]:
+    """The question's distinctive words that none of ``lines`` contains."""
+    text = " ".join(lines).casefold()
+    return [t for t in query_terms(question) if not re.search(rf"(?<!\w){re.escape(t.casefold())}", text)]
+
+
+def agrees(extracted: str, answer: str, claims: tuple[str, ...]) -> bool:
+    """Whether an independently extracted answer matches the proposed one (its values, to their precision)."""
+    text = _normalise(extracted)
+    if not text or text.upper().startswith("NONE"):
+        return False
+    folded, numbers = _collapse(text).casefold(), _numbers(text)
+    if _collapse(_normalise(answer)).casefold() in folded:
+        return True
+    return bool(claims) and all(_appears(claim, folded, numbers) for claim in claims)
+
+
+def is_bare_value(line: str, claims: tuple[str, ...]) -> bool:
+    """A line that is nothing but the answer's value: what the model's own code printed after computing it."""
+    text = _normalise(line)
+    return bool(claims) and all(_appears(claim, text.casefold(), _numbers(text)) for claim in claims) and (
+        len(_TOKEN.findall(text)) <= len(claims))
 
 
 def _normalise(answer: str) -> str:

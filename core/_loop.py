@@ -22,9 +22,17 @@ import anyio
 from ._budget import Budget, Spend
 from ._context import Context, load_context
 from ._exceptions import RecursaError
-from ._grounding import Grounding, check_grounding
+from ._grounding import (
+    Grounding,
+    agrees,
+    check_grounding,
+    extraction_prompt,
+    is_bare_value,
+    missing_words,
+    supporting_lines,
+)
 from ._lm import LM, Message, Usage
-from ._parsing import STEP_GRAMMAR, FinalAnswer, find_code_blocks, find_final, text_outside_code
+from ._parsing import CODE_GRAMMAR, STEP_GRAMMAR, FinalAnswer, find_code_blocks, find_final, text_outside_code
 from ._prompts import PromptTemplates
 from ._trace import (
     CodeExecuted,
@@ -317,6 +325,11 @@ class _Run:
         self.evidence: list[str] = []
         """Everything real the root model was shown: the context preview and every code output."""
         self.grounding_turn_used = False
+        self.own_steps = 0
+        """Code blocks the root model wrote that ran (the host's first search is not one)."""
+        self.own_step_asked = False
+        self.code_next = False
+        self.resample_next = False
         self.grounded: bool | None = None
         self.ran_code: set[str] = set()
         self.sandbox: ReplSandbox | None = None
@@ -362,6 +375,7 @@ class _Run:
             if blocks and all(_normalise(b) in self.ran_code for b in blocks) and not final:
                 self._notice("code not re-run: it repeats code that already ran")
                 notes = self.rlm.prompts.repeated_code
+                self.resample_next = True
             elif blocks:
                 outputs, answer, ran = await self._run_blocks(blocks)
                 if answer is not None:
@@ -375,7 +389,14 @@ class _Run:
             elif final and self.last_step_failed:
                 self.last_step_failed = False  # one refusal per failed step
                 self._notice("FINAL refused: the code before it failed")
+                self.code_next = True
                 notes = self.rlm.prompts.final_after_error
+            elif final and self.rlm.verify_answers and not self.own_steps and not self.own_step_asked:
+                # The host's first search is a start, not the model's own look: counts and totals need code.
+                self.own_step_asked = True
+                self._notice("FINAL refused once: the model has not run code of its own yet")
+                self.code_next = True
+                notes = self.rlm.prompts.own_step_first
             elif final and (self.seen_output or not self.rlm.require_look):
                 answer, notes = await self._resolve(final)
                 if answer is not None:
@@ -394,6 +415,7 @@ class _Run:
         """The one last turn a run gets when a budget runs out: answer from what has been seen."""
         why = f"The {reason} budget is used up."
         self._notice(f"{why} Asking the root model for a final answer.")
+        self.code_next = False
         reply = await self._ask_root(transcript.messages(tail=self._render("final_turn", reason=why)))
         final = find_final(reply)
         answer: str | None = None
@@ -420,15 +442,41 @@ class _Run:
             return ""
         assert self.sandbox is not None
         values = await self.sandbox.variable_values()
-        verdict: Grounding = check_grounding(answer, self.question, [*self.evidence, *values.values()])
+        evidence = [*self.evidence, *values.values()]
+        verdict: Grounding = check_grounding(answer, self.question, evidence)
+        if verdict.grounded and not last_chance:
+            verdict = await self._verify(answer, verdict, evidence)
         self.grounded = verdict.grounded
         if verdict.grounded is not False or last_chance or self.grounding_turn_used:
             if verdict.grounded is False:
                 self._notice(f"answer accepted but not grounded: {verdict.reason}")
             return ""
         self.grounding_turn_used = True
+        self.code_next = True
         self._notice(f"FINAL refused once, not grounded: {verdict.reason}")
         return self.rlm.prompts.render("ungrounded_final", answer=_clip(answer, 200), why=verdict.reason)
+
+    async def _verify(self, answer: str, verdict: Grounding, evidence: list[str]) -> Grounding:
+        """Have the sub-model read the answer off the lines that contain it, without seeing the proposal: catches a
+        value copied from a look-alike line, or a number that merely occurs somewhere in the output (a count)."""
+        lines = supporting_lines(verdict.claims, evidence)
+        if not lines:
+            return Grounding(False, reason="no printed line shows it")
+        if any(is_bare_value(line, verdict.claims) for line in lines):
+            return verdict  # the model's own code computed and printed exactly this value
+        prompt = extraction_prompt(self.question, lines)
+        lm = self.rlm.sub
+        params = {"max_tokens": 32} if isinstance(lm, _local_types()) else {}
+        reply = await self._complete("verify", lm, [{"role": "user", "content": prompt}], depth=self.depth + 1,
+                                     **params)
+        if agrees(reply, answer, verdict.claims):
+            return verdict
+        shown = " | ".join(line[:160] for line in lines[:2])
+        reason = f"read independently, the line(s) give {_clip(reply.strip(), 60)!r}, not this answer: {shown}"
+        if missing := missing_words(self.question, lines):
+            reason += (f". The question's word(s) {', '.join(map(repr, missing))} are not in those lines: if the text "
+                       "has nothing about them, say in FINAL(...) that it does not contain the answer")
+        return Grounding(False, reason=reason)
 
     def _stop_reason(self, reason: str) -> str:
         return "ungrounded" if reason == "final" and self.grounded is False else reason
@@ -436,8 +484,15 @@ class _Run:
     # -- steps ------------------------------------------------------------------------------------
 
     async def _ask_root(self, messages: list[Message]) -> str:
-        # Where the backend can constrain decoding, a reply that cannot be a step is never generated.
-        params = {"grammar": STEP_GRAMMAR} if getattr(self.rlm.root, "supports_grammar", False) else {}
+        # Where the backend can constrain decoding, a reply that cannot be a step is never generated, and the
+        # reply after a refused FINAL is code: a small model otherwise repeats the refused answer.
+        grammar, self.code_next = (CODE_GRAMMAR if self.code_next else STEP_GRAMMAR), False
+        params: dict[str, Any] = {}
+        if getattr(self.rlm.root, "supports_grammar", False):
+            params["grammar"] = grammar
+            if self.resample_next:  # greedy decoding repeated itself; sample to get out of the rut
+                params["temperature"] = 0.7
+        self.resample_next = False
         return await self._complete("root", self.rlm.root, messages, depth=self.depth, **params)
 
     async def _complete(self, role: str, lm: LM, messages: list[Message], *, depth: int, **params: Any) -> str:
@@ -466,6 +521,7 @@ class _Run:
         ran = []
         for i, code in enumerate(blocks, 1):
             result = await self._execute(code)
+            self.own_steps += 1
             ran.append(code)
             if result.final is not None:
                 return "", result.final, "\n".join(ran)
@@ -669,6 +725,13 @@ def search_hint(question: str) -> str:
         return (1 if special else 0, len(word))
 
     return re.escape(max(words, key=score))
+
+
+def _local_types() -> tuple[type, ...]:
+    """LM classes known to take ``max_tokens`` (hosted reasoning models reject it), without importing llama.cpp."""
+    from ._local import LocalLlama
+
+    return (LocalLlama,)
 
 
 def _normalise_answer(answer: str) -> str:

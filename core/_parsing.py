@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["STEP_GRAMMAR", "FinalAnswer", "find_code_blocks", "find_final", "text_outside_code"]
+__all__ = ["CODE_GRAMMAR", "STEP_GRAMMAR", "FinalAnswer", "find_code_blocks", "find_final", "text_outside_code"]
 
 STEP_GRAMMAR = r"""
 root ::= code | final
@@ -18,6 +18,8 @@ line ::= [^`\n] [^\n]* "\n" | "\n"
 final ::= "FINAL(" [^\n]+ ")" | "FINAL_VAR(" [A-Za-z_] [A-Za-z0-9_]* ")"
 """
 """GBNF for backends that take one (llama.cpp): a root reply is exactly one ```repl block or one FINAL."""
+CODE_GRAMMAR = STEP_GRAMMAR.replace("root ::= code | final", "root ::= code")
+"""The same, code only: the reply after a refused FINAL must look at the data again, not repeat itself."""
 
 # Fence tags that are clearly not code for the REPL; any other tag (or none) is run as Python.
 _NOT_CODE = {"text", "txt", "output", "json", "markdown", "md", "bash", "sh", "shell", "console", "plaintext"}

@@ -34,6 +34,7 @@ class PromptTemplates:
     next_step: str
     no_code: str
     ungrounded_final: str
+    own_step_first: str
     final_after_error: str
     early_final: str
     deferred_final: str

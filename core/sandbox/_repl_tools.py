@@ -12,7 +12,8 @@ import math
 import re
 from collections.abc import Callable
 
-__all__ = ["PRELOADED_MODULES", "QUESTION_STOPWORDS", "make_search", "preloaded_namespace", "query_terms"]
+__all__ = ["PRELOADED_MODULES", "QUESTION_STOPWORDS", "Lines", "make_search", "number", "preloaded_namespace",
+           "query_terms"]
 
 PRELOADED_MODULES = ("re", "json", "math", "collections", "itertools", "functools", "statistics", "string",
                      "textwrap", "datetime")
@@ -52,6 +53,13 @@ def _term_pattern(term: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w]){re.escape(stem)}{plural}(?![\w])", re.IGNORECASE)
 
 
+class Lines(list):
+    """The lines ``search`` returns: a plain list whose repr stays short when it ends a code block."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self):,} lines: len(lines) counts them, print(lines[:5]) shows the first five>"
+
+
 def make_search(documents: list[str], names: list[str], *, as_list: bool,
                 out: Callable[[str], None] = print) -> Callable[..., list[str]]:
     """``search(query, max_lines=8)`` over these documents, printing through ``out``."""
@@ -68,13 +76,13 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
             line_starts[i] = found
         return line_starts[i]  # type: ignore[return-value]
 
-    def search(query: str | list[str], max_lines: int = 8) -> list[str]:
+    def search(query: str | list[str], max_lines: int = 8) -> Lines:
         """Print how many lines of ``context`` contain each word of ``query`` and the lines that match it
         best (rarest words weigh most); return every line that contains all the words that occur."""
         terms = query_terms(query)
         if not terms:
             out("search(): no searchable words in the query; pass the distinctive words, e.g. search('error payments')")
-            return []
+            return Lines()
         # lines[(doc, line number)] -> {term index: first match offset in the document}
         lines: dict[tuple[int, int], dict[int, int]] = {}
         per_term = [0] * len(terms)
@@ -98,7 +106,9 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
         out(f"search({' '.join(terms)!r}) over {total_lines:,} lines. Lines containing each word: {shown}")
         if not present:
             out("No line contains any of these words.")
-            return []
+            return Lines()
+        if absent := [terms[t] for t, n in enumerate(per_term) if not n]:
+            out(f"Not found anywhere in context: {', '.join(map(repr, absent))}")
         if len(present) > 1:
             words = ", ".join(repr(terms[t]) for t in present)
             out(f"Lines containing all of {words}: {len(everywhere):,}")
@@ -112,7 +122,7 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
             end = line_of[line + 1] - 1 if line + 1 < len(line_of) else len(text)
             rarest = max(hit, key=lambda t: weights[t])
             out(f"  {names[d] + ':' if as_list else 'line '}{line + 1}: {_window(text, begin, end, hit[rarest])}")
-        result = []
+        result = Lines()
         for d, line in sorted(everywhere):
             line_of = starts(d)
             end = line_of[line + 1] - 1 if line + 1 < len(line_of) else len(documents[d])
@@ -131,10 +141,25 @@ def _window(text: str, begin: int, end: int, at: int) -> str:
     return ("..." if start > begin else "") + text[start:stop].strip() + ("..." if stop < end else "")
 
 
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+
+
+def number(text: object, default: float | None = None) -> float:
+    """The last number in ``text`` as a float: ``number("amount: 1,234.50")`` is ``1234.5``.
+
+    For sums over lines whose format the code only half knows; no number is a clear error (or ``default``)."""
+    found = _NUMBER.findall(str(text))
+    if not found:
+        if default is not None:
+            return default
+        raise ValueError(f"number(): no number in {str(text)[:80]!r}")
+    return float(found[-1].replace(",", ""))
+
+
 def preloaded_namespace() -> dict[str, object]:
     """The modules (and two classes) every REPL starts with."""
     import collections
 
     namespace: dict[str, object] = {name: __import__(name) for name in PRELOADED_MODULES}
-    namespace.update(Counter=collections.Counter, defaultdict=collections.defaultdict)
+    namespace.update(Counter=collections.Counter, defaultdict=collections.defaultdict, number=number)
     return namespace

@@ -897,6 +897,7 @@ _INJECTED = (
     "FINAL",
     "FINAL_VAR",
     "SHOW_VARS",
+    "number",
 )
 
 
@@ -1143,11 +1144,41 @@ def _describe(value: object) -> str:
 
 def _compile(code: str, filename: str) -> tuple:
     """Compile a block; when it ends with an expression, compile that separately to show its value."""
-    tree = ast.parse(code, filename, "exec")
+    try:
+        tree = ast.parse(code, filename, "exec")
+    except SyntaxError as exc:
+        repaired = _close_brackets(code, exc)
+        if repaired is None:
+            raise
+        tree = ast.parse(repaired, filename, "exec")
+        linecache.cache[filename] = (len(repaired), None, repaired.splitlines(True), filename)
+        print(f"(note: added a missing {repaired.splitlines()[exc.lineno - 1][-1]!r} at the end of line {exc.lineno})")
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
     return compile(tree, filename, "exec"), last
+
+
+def _close_brackets(code: str, exc: SyntaxError) -> str | None:
+    """The block with the bracket ``exc`` says was never closed closed at the end of its line, if that parses.
+
+    Small models drop the last ``)`` of ``print(sum(...))``; one fix that makes the block valid beats a turn."""
+    closers = {"(": ")", "[": "]", "{": "}"}
+    opened = (exc.msg or "").split("'")
+    if not (exc.msg or "").endswith("was never closed") or len(opened) < 2 or opened[1] not in closers:
+        return None
+    lines = code.splitlines()
+    if not exc.lineno or exc.lineno > len(lines) or not exc.offset:
+        return None
+    if not lines[exc.lineno - 1][exc.offset:].strip():  # "x = (": nothing to close around
+        return None
+    lines[exc.lineno - 1] += closers[opened[1]]
+    repaired = "\n".join(lines) + "\n"
+    try:
+        ast.parse(repaired)
+    except SyntaxError:
+        return None
+    return repaired
 
 
 def _format_exception(exc: BaseException) -> str:
