@@ -64,16 +64,16 @@ def check_grounding(answer: str, question: str, evidence: list[str]) -> Groundin
     question_tokens = set(_TOKEN.findall(question))
     claims = [t for t in dict.fromkeys(_TOKEN.findall(text))
               if t not in question_tokens and t.casefold() not in _FILLER]
+    hard = [t for t in claims if not (t.isalpha() and t.islower())]
+    if (_NEGATIVE.search(text) and not hard) or _YES_NO.match(text):
+        return Grounding(None, reason="nothing to check: the answer says it is absent, or yes/no")
     if not claims:
-        if _NEGATIVE.search(text) or _YES_NO.match(text):
-            return Grounding(None, reason="nothing to check: the answer says it is absent, or yes/no")
         return Grounding(False, reason="the answer only repeats words of the question")
     if _collapse(text).casefold() in folded:
         return Grounding(True, reason="the answer appears in the output", claims=(text,))
     evidence_numbers = _numbers(haystack)
     # Values (numbers, identifiers, names) must all appear; plain lowercase words may be the model's own
     # phrasing ("as stated"), so of those only half need to.
-    hard = [t for t in claims if not (t.isalpha() and t.islower())]
     missing = tuple(t for t in claims if not _appears(t, folded, evidence_numbers))
     if hard:
         missing = tuple(t for t in missing if t in hard)

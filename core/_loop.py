@@ -330,6 +330,7 @@ class _Run:
         self.own_step_asked = False
         self.code_next = False
         self.resample_next = False
+        self.final_turn = False
         self.grounded: bool | None = None
         self.ran_code: set[str] = set()
         self.sandbox: ReplSandbox | None = None
@@ -362,6 +363,12 @@ class _Run:
 
     async def _loop(self) -> tuple[str | None, str]:
         transcript = await self._transcript()
+        try:
+            return await self._turns(transcript)
+        except _TimeBudgetSpent:
+            return await self._final_turn(transcript, "timeout")
+
+    async def _turns(self, transcript: Transcript) -> tuple[str | None, str]:
         while self.iteration < self.spend.budget.max_iterations:
             if reason := self.spend.exhausted():
                 return await self._final_turn(transcript, reason)
@@ -415,7 +422,14 @@ class _Run:
         """The one last turn a run gets when a budget runs out: answer from what has been seen."""
         why = f"The {reason} budget is used up."
         self._notice(f"{why} Asking the root model for a final answer.")
-        self.code_next = False
+        self.code_next, self.final_turn = False, True
+        try:
+            return await self._final_answer(transcript, reason, why)
+        except _TimeBudgetSpent:
+            self._notice("The final turn ran out of time too; no answer.")
+            return None, reason
+
+    async def _final_answer(self, transcript: Transcript, reason: str, why: str) -> tuple[str | None, str]:
         reply = await self._ask_root(transcript.messages(tail=self._render("final_turn", reason=why)))
         final = find_final(reply)
         answer: str | None = None
@@ -496,15 +510,27 @@ class _Run:
         return await self._complete("root", self.rlm.root, messages, depth=self.depth, **params)
 
     async def _complete(self, role: str, lm: LM, messages: list[Message], *, depth: int, **params: Any) -> str:
-        """One LM request under the shared concurrency limit, accounted and traced (failures too)."""
+        """One LM request under the shared concurrency limit and the time left, accounted and traced (failures and
+        cancellations too: a request that was sent stays in the trace)."""
         started = time.monotonic()
         prompt = messages[-1]["content"]
-        try:
-            async with self.limiter:
-                completion = await lm.complete(messages, **params)
-        except Exception as exc:
+
+        def failed(error: str) -> None:
             self.emit(LMCalled(run_id=self.run_id, depth=depth, role=role, model=lm.model, iteration=self.iteration,
-                               prompt=prompt, response="", error=str(exc), latency_s=time.monotonic() - started))
+                               prompt=prompt, response="", error=error, latency_s=time.monotonic() - started))
+
+        try:
+            with anyio.fail_after(self._time_left()):
+                async with self.limiter:
+                    completion = await lm.complete(messages, **params)
+        except TimeoutError:
+            failed("the timeout budget was used up during this call")
+            raise _TimeBudgetSpent() from None
+        except anyio.get_cancelled_exc_class():
+            failed("cancelled")
+            raise
+        except Exception as exc:
+            failed(str(exc))
             raise
         self._account(completion.usage, completion.cost_usd)
         self.emit(LMCalled(
@@ -606,7 +632,11 @@ class _Run:
         return answers
 
     async def _sub_lm(self, prompt: str) -> str:
-        return await self._complete("sub", self.rlm.sub, [{"role": "user", "content": prompt}], depth=self.depth + 1)
+        try:
+            return await self._complete("sub", self.rlm.sub, [{"role": "user", "content": prompt}],
+                                        depth=self.depth + 1)
+        except _TimeBudgetSpent:
+            raise RuntimeError("the timeout budget is used up; no more sub-calls, answer from what you have") from None
 
     async def _sub_rlm(self, prompt: str) -> str:
         child = _Run(
@@ -618,6 +648,14 @@ class _Run:
         return result.answer or ""
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    def _time_left(self) -> float | None:
+        """Seconds a model call may still take: the run's time budget, plus a short grace for the final turn."""
+        limit = self.spend.budget.timeout_s
+        if limit is None:
+            return None
+        grace = min(60.0, 0.1 * limit) if self.final_turn else 0.0
+        return max(0.0, limit + grace - self.spend.elapsed_s)
 
     def _account(self, usage: Usage, cost_usd: float) -> None:
         self.usage = self.usage + usage
@@ -725,6 +763,10 @@ def search_hint(question: str) -> str:
         return (1 if special else 0, len(word))
 
     return re.escape(max(words, key=score))
+
+
+class _TimeBudgetSpent(Exception):
+    """A model call ran past the run's time budget and was stopped."""
 
 
 def _local_types() -> tuple[type, ...]:

@@ -42,7 +42,8 @@ class Transcript:
         self.turns: list[_Turn] = []
 
     def add(self, reply: str, *, code: list[str] = (), outputs: str = "", notes: str = "", tail: str) -> None:
-        self.turns.append(_Turn(reply, list(code), outputs, notes, tail))
+        # A reply of megabytes would otherwise be re-sent every turn; the trace keeps it whole.
+        self.turns.append(_Turn(_shorten(reply, self.max_output_chars), list(code), outputs, notes, tail))
 
     def messages(self, tail: str | None = None) -> list[Message]:
         """Messages for the next request; ``tail`` replaces the last turn's instruction (the final turn)."""

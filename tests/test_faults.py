@@ -281,11 +281,6 @@ def test_a_sub_call_failing_for_one_prompt_of_a_batch_is_an_error_the_code_sees(
     assert [e["error"] for e in subs if e["error"]] == [step["output"][len("ERR sub-call failed: "):].strip()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/_loop.py _complete records failures but not cancellation: a sibling cancelled because another "
-    "sub-call of its batch failed leaves no lm_called event, though its request was sent",
-)
 def test_sub_calls_cancelled_by_a_failing_sibling_stay_in_the_trace() -> None:
     model = Model(root=[BATCH, ANSWER], sub_faults={"bad": [{"status": 400, "error": "content policy"}],
                                                     "c": [{"text": "ans-c", "delay": 2.0}]})
@@ -306,10 +301,6 @@ def test_a_sub_call_hitting_a_5xx_for_one_prompt_is_retried() -> None:
     assert result.stopped_reason == "final"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/_loop.py checks the time budget only between turns; a model call must be bounded by the time left",
-)
 def test_the_time_budget_bounds_a_slow_model_call() -> None:
     model = Model(root=[{"text": LOOK, "delay": 3.0}, ANSWER])  # type: ignore[list-item]
     with FakeOpenAIServer(model) as server:

@@ -142,8 +142,10 @@ def _keys(rng: random.Random) -> tuple[str, str]:
     return f"{first} {noun}", f"{second} {noun}"
 
 
-def _insert(text: str, sentences: list[str], rng: random.Random) -> str:
-    """Put each sentence after a sentence boundary between 10% and 90% of the text."""
+def _with_sentences(chars: int, sentences: list[str], rng: random.Random) -> str:
+    """Essay-like text of ``chars`` characters with each sentence put after a sentence boundary between 10% and
+    90% of it."""
+    text = haystack(max(0, chars - sum(len(sentence) + 1 for sentence in sentences)), rng)
     for sentence in sentences:
         at = text.rfind(". ", 0, int(len(text) * rng.uniform(0.1, 0.9)))
         cut = at + 2 if at >= 0 else 0
@@ -157,7 +159,7 @@ def _needle(chars: int, rng: random.Random, pick) -> LookupCase:
     value, other_value = make_value(rng), make_value(rng)
     needle, question = pick(_NEEDLES)
     sentences = [needle.format(attr=attr, key=key, value=value), needle.format(attr=attr, key=other, value=other_value)]
-    text = _insert(haystack(chars, rng), sentences, rng)
+    text = _with_sentences(chars, sentences, rng)
     return LookupCase("needle", question.format(attr=attr, key=key), [value], text)
 
 
@@ -171,7 +173,7 @@ def _needle_multi(chars: int, rng: random.Random, pick) -> LookupCase:
     needle, question = pick(_MULTI)
     sentences = [needle.format(attr=attr, key=key, value=v) for v in values]
     sentences.append(needle.format(attr=attr, key=other, value=make_value(rng)))
-    text = _insert(haystack(chars, rng), sentences, rng)
+    text = _with_sentences(chars, sentences, rng)
     return LookupCase("needle-multi", question.format(attr=attr, key=key), values, text)
 
 
@@ -180,7 +182,7 @@ def _absent(chars: int, rng: random.Random, pick) -> LookupCase:
     attr, make_value = rng.choice(list(_ATTRS.items()))
     other_value = make_value(rng)
     needle, question = pick(_NEEDLES)
-    text = _insert(haystack(chars, rng), [needle.format(attr=attr, key=other, value=other_value)], rng)
+    text = _with_sentences(chars, [needle.format(attr=attr, key=other, value=other_value)], rng)
     return LookupCase("absent", question.format(attr=attr, key=key), [other_value], text)
 
 
@@ -211,13 +213,13 @@ def _corpus(chars: int, rng: random.Random) -> list[tuple[str, str]]:
     rng.shuffle(files)
     chosen, size = [], 0
     for rel, text in files:
-        if size + len(text) > chars and chosen:
+        if size + len(text) > chars:
             continue
         chosen.append((rel, text))
         size += len(text)
         if size >= chars * 0.9:
             break
-    return sorted(chosen)
+    return sorted(chosen) or [min(files, key=lambda file: len(file[1]))]
 
 
 def _constants(rel: str, text: str) -> list[tuple[str, str]]:
@@ -281,7 +283,7 @@ def _source_file(chars: int, rng: random.Random, pick) -> LookupCase:
 def _log_count(chars: int, rng: random.Random, pick) -> LookupCase:
     lines, size, counts = [], 0, {}
     second = rng.randint(0, 10_000_000)
-    while size < chars:
+    while True:
         second += rng.randint(1, 40)
         service, level = rng.choice(_SERVICES), rng.choice(_LEVELS)
         hh, mm, ss = second // 3600 % 24, second // 60 % 60, second % 60
@@ -293,6 +295,8 @@ def _log_count(chars: int, rng: random.Random, pick) -> LookupCase:
         }.get(level, f"handled request {rng.randint(1000, 99999)} in {rng.randint(1, 900)} ms")
         day = f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
         line = f"{day} {hh:02d}:{mm:02d}:{ss:02d} {level} [{service}] {detail}"
+        if size + len(line) + 1 > chars:
+            break
         lines.append(line)
         counts[(service, level)] = counts.get((service, level), 0) + 1
         size += len(line) + 1
@@ -305,15 +309,17 @@ def _record_sum(chars: int, rng: random.Random, pick) -> LookupCase:
     customers = sorted({f"{rng.choice(_FIRST)} {rng.choice(_LAST)}" for _ in range(80)})
     target = rng.choice(customers)
     lines, size, total_cents, order = [], 0, 0, rng.randint(10_000, 50_000)
-    while size < chars:
+    while True:
         order += 1
         # The asked-for customer orders rarely, so the total needs code over every line, not a glance.
         customer = target if rng.random() < 0.004 else rng.choice(customers)
         cents = rng.randint(100, 50_000)
-        if customer == target:
-            total_cents += cents
         amount = f"{cents // 100}.{cents % 100:02d}"
         line = f"order {order} | customer: {customer} | item: {rng.choice(_ITEMS)} | amount: {amount}"
+        if size + len(line) + 1 > chars:
+            break
+        if customer == target:
+            total_cents += cents
         lines.append(line)
         size += len(line) + 1
     total = f"{total_cents // 100}.{total_cents % 100:02d}"

@@ -1,0 +1,171 @@
+"""The small-model path (issue 11): each failure seen in traces of the 1.5B model has a mechanism that stops it.
+
+A scripted model plays the small model's bad habits; the REPL, sandbox and loop are the real ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from recursa import RLM, Budget, CodeExecuted, Notice, ScriptedLM
+from recursa._lm import Completion, Message
+from recursa._local import _degenerate
+from recursa._parsing import CODE_GRAMMAR, STEP_GRAMMAR, find_code_blocks
+
+pytestmark = pytest.mark.anyio
+
+LOG = "\n".join(
+    f"2024-05-{i % 28 + 1:02d} 10:00:{i % 60:02d} {'ERROR' if i % 7 == 0 else 'INFO'} "
+    f"[{'payments' if i % 3 == 0 else 'search'}] request {1000 + i} took {i % 50} ms"
+    for i in range(2_000)
+)
+PAYMENT_ERRORS = sum(1 for line in LOG.splitlines() if "ERROR" in line and "[payments]" in line)
+
+
+class GrammarLM(ScriptedLM):
+    """A scripted model that, like the local one, takes a GBNF grammar; it records what each call asked for."""
+
+    supports_grammar = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params: list[dict[str, Any]] = []
+
+    async def complete(self, messages: list[Message], **params: Any) -> Completion:
+        self.params.append(params)
+        return await super().complete(messages, **params)
+
+
+def code(src: str) -> str:
+    return f"```repl\n{src}\n```"
+
+
+def small(root: Any, **kwargs: Any) -> RLM:
+    """An RLM configured as for a small local model."""
+    kwargs.setdefault("budget", Budget(max_iterations=6))
+    return RLM(root, history="compact", **kwargs)
+
+
+def notices(result: Any) -> list[str]:
+    return [e.message for e in result.trace if isinstance(e, Notice)]
+
+
+# -- real output before the first decision -------------------------------------------------------------
+
+async def test_the_host_runs_a_search_before_the_first_turn() -> None:
+    root = ScriptedLM([code("print(len(search('payments ERROR')))"), f"FINAL({PAYMENT_ERRORS})"])
+    result = await small(root).arun("How many ERROR lines does the payments service have?", LOG)
+    first = root.calls[0][-1]["content"]
+    assert "The host already ran this first step" in first
+    assert f"Lines containing all of 'ERROR', 'payments': {PAYMENT_ERRORS}" in first
+    assert "[payments] request" in first  # real lines, in the real format
+    probes = [e for e in result.trace if isinstance(e, CodeExecuted) and e.iteration == 0]
+    assert len(probes) == 1 and probes[0].code.startswith("search(")
+    assert result.answer == str(PAYMENT_ERRORS) and result.stopped_reason == "final" and result.grounded is True
+
+
+# -- cause 1: made-up output instead of code ---------------------------------------------------------------
+
+async def test_the_root_reply_is_constrained_to_one_step_where_the_backend_allows_it() -> None:
+    root = GrammarLM(["FINAL(7)", code("print(len(search('payments ERROR')))"), f"FINAL({PAYMENT_ERRORS})"])
+    result = await small(root).arun("How many ERROR lines does the payments service have?", LOG)
+    assert root.params[0] == {"grammar": STEP_GRAMMAR}
+    assert root.params[1]["grammar"] == CODE_GRAMMAR  # after a refused FINAL the next reply must be code
+    assert result.answer == str(PAYMENT_ERRORS)
+
+
+def test_a_reply_looping_on_one_line_is_cut() -> None:
+    assert _degenerate("```repl\n" + "1 matches\n" * 8)
+    assert not _degenerate("```repl\nimport re\nlines = search('x')\nprint(len(lines))\n")
+
+
+async def test_imagined_output_is_never_run_and_never_answers() -> None:
+    payments = sum(1 for line in LOG.splitlines() if "[payments]" in line)
+    root = ScriptedLM(["3 matches\nline 12: the secret is 4471\nline 13: the secret is 4471",
+                       code("print(len(search('payments')))"), f"FINAL({payments})"])
+    result = await small(root).arun("How many payments lines are there?", LOG)
+    assert result.answer == str(payments) and result.stopped_reason == "final"
+    ran = [e.code for e in result.trace if isinstance(e, CodeExecuted)]
+    assert not any("4471" in c for c in ran)
+    assert "no ```repl code block" in root.calls[1][-1]["content"]
+
+
+# -- cause 2: a fence tag on its own line ------------------------------------------------------------------
+
+def test_a_fence_tag_on_its_own_line_is_not_run_as_code() -> None:
+    reply = "```\nrepl\nprint(1)\n```\n```\npython\nprint(2)\n```"
+    assert find_code_blocks(reply) == ["print(1)\n", "print(2)\n"]
+
+
+def test_a_block_repeated_in_one_reply_runs_once() -> None:
+    assert find_code_blocks("\n".join([code("print(1)")] * 49)) == ["print(1)\n"]
+
+
+# -- cause 3: `re` not imported ----------------------------------------------------------------------------
+
+async def test_common_modules_are_already_imported_in_the_repl() -> None:
+    src = ("print(len(re.findall('ERROR', context)), json.dumps([1]), math.floor(2.5), "
+           "Counter('aab')['a'], number('took 12.5 ms'))")
+    root = ScriptedLM([code(src), "FINAL(done)"])
+    result = await RLM(root).arun("q", LOG)
+    run = [e for e in result.trace if isinstance(e, CodeExecuted) and e.code.startswith("print(len(re")][0]
+    assert run.error is None and run.output.strip() == f"{LOG.count('ERROR')} [1] 2 2 12.5"
+
+
+# -- cause 4: a traceback unlocks FINAL, numbers lifted from the budget line --------------------------------
+
+async def test_a_final_right_after_a_failed_step_is_refused_once() -> None:
+    root = ScriptedLM([code("print(len(search('payments')))"), code("print(undefined_name)"), "FINAL(29)",
+                       code("print(len(search('payments ERROR')))"), f"FINAL({PAYMENT_ERRORS})"])
+    result = await small(root).arun("How many ERROR lines does the payments service have?", LOG)
+    assert any("the code before it failed" in n for n in notices(result))
+    assert result.answer == str(PAYMENT_ERRORS) and result.stopped_reason == "final"
+
+
+async def test_a_number_from_the_budget_line_is_not_grounded() -> None:
+    root = ScriptedLM([code("print(len(search('payments')))"), "FINAL(29)", code("print('still looking')"),
+                       "FINAL(29)"])
+    result = await small(root, budget=Budget(max_iterations=30)).arun("How many refund lines are there?", LOG)
+    assert "budget left: 29 turns" in root.calls[1][-1]["content"]
+    assert result.answer == "29" and result.grounded is False and result.stopped_reason == "ungrounded"
+
+
+# -- cause 5: placeholder answers pass ---------------------------------------------------------------------
+
+async def test_a_placeholder_answer_gets_one_look_then_is_reported_as_ungrounded() -> None:
+    root = ScriptedLM([code("print(search('warehouse door code'))"), "FINAL(12345)",
+                       code("print('nothing')"), "FINAL(12345)"])
+    result = await small(root).arun("What is the door code of the blue warehouse?", LOG)
+    assert any("not grounded" in n for n in notices(result))
+    assert "FINAL(12345) was not accepted" in root.calls[2][-1]["content"]
+    assert result.to_dict()["grounded"] is False and result.to_dict()["stopped_reason"] == "ungrounded"
+    assert result.to_dict()["model"] == "scripted"
+
+
+async def test_the_model_must_look_itself_before_answering_from_the_hosts_search() -> None:
+    root = ScriptedLM(["FINAL(14)", code("print(len(search('payments ERROR')))"), f"FINAL({PAYMENT_ERRORS})"])
+    result = await small(root).arun("How many ERROR lines does the payments service have?", LOG)
+    assert any("has not run code of its own" in n for n in notices(result))
+    assert result.answer == str(PAYMENT_ERRORS) and result.grounded is True
+
+
+async def test_a_value_read_off_a_look_alike_line_is_refused_by_the_extraction_check() -> None:
+    context = ("Filler about the weather. " * 50 + "\nThe door code for the narrow tram depot is 48324.\n"
+               + "More filler about the harbour. " * 50)
+    root = ScriptedLM([code("print(search('door code tram depot'))"), "FINAL(48324)",
+                       code("print(len(search('northern')))"),
+                       "FINAL(The text does not mention the northern tram depot)"])
+    sub = ScriptedLM(lambda messages: "NONE" if "'northern'" in messages[-1]["content"] else "48324")
+    result = await small(root, sub=sub).arun("What is the door code for the northern tram depot?", context)
+    assert any("read independently" in n for n in notices(result))
+    assert "Note: the question's word(s) 'northern'" in sub.calls[0][-1]["content"]
+    assert result.answer.startswith("The text does not mention") and result.stopped_reason == "final"
+    assert result.grounded is None
+
+
+async def test_big_models_keep_the_papers_loop_unless_asked() -> None:
+    root = ScriptedLM([code("print(len(context))"), "FINAL(12345)"])
+    result = await RLM(root).arun("q", LOG)
+    assert result.answer == "12345" and result.stopped_reason == "final" and result.grounded is None
+    assert "The host already ran" not in root.calls[0][-1]["content"]
