@@ -9,12 +9,14 @@ from ._context import Context, load_context
 from ._defaults import default_lm
 from ._exceptions import (
     ContextError,
+    ContextTooLargeError,
     LMConnectionError,
     LMError,
     LMResponseError,
     LMTimeoutError,
     ModelInstallError,
     ModelNotFoundError,
+    PathNotAllowedError,
     RecursaError,
     SandboxError,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "Completion",
     "Context",
     "ContextError",
+    "ContextTooLargeError",
     "Event",
     "ExecResult",
     "IterationStarted",
@@ -62,6 +65,7 @@ __all__ = [
     "Notice",
     "OpenAIChat",
     "Price",
+    "PathNotAllowedError",
     "RecursaError",
     "ReplSandbox",
     "Result",

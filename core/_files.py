@@ -6,7 +6,8 @@ LangChain file tool all pass through, so they cannot disagree about what is safe
 1. where each named path really is (``~``, ``..`` and symlinks resolved) and whether that lies under
    the allowed roots (``PathNotAllowedError`` if not); with no roots, the directory named is the tree;
 2. which files a directory walk yields: version-control folders, virtualenvs (``.venv``, ``venv``, any
-   directory holding ``pyvenv.cfg``), build outputs, caches and ``node_modules`` are pruned;
+   directory holding ``pyvenv.cfg``), build outputs, caches and ``node_modules`` are pruned, and files
+   that hold secrets (``.env``, ``.env.*``, private keys) are left out;
    ``.gitignore`` and ``.ignore`` files apply to their own subtree the way ripgrep applies them
    (matched by ``pathspec``, the deeper file and ``.ignore`` winning); ``include``/``exclude`` globs
    come on top; a symlink is followed only to a file that stays inside the tree;
@@ -55,6 +56,7 @@ REASONS: dict[str, str] = {
     "cache": "cache",
     "dependencies": "node_modules",
     "ignored": "ignored by .gitignore/.ignore",
+    "secret": "looks like secrets (.env, keys)",
     "excluded": "excluded by a glob",
     "not_included": "not matched by the include globs",
     "outside": "symlink out of the allowed directories",
@@ -66,6 +68,11 @@ REASONS: dict[str, str] = {
 }
 """Why a file or directory was left out: the key recorded in ``Skipped.reason``, and its wording."""
 
+_SECRET_FILES = pathspec.GitIgnoreSpec.from_lines(
+    [".env", ".env.*", "!.env.example", "!.env.sample", "!.env.template", ".netrc", "*.pem", "*.key",
+     "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519"])
+"""Files a directory walk leaves out even when no ignore rule does: their content would go to a model provider.
+Named directly (``--context .env``), they are loaded."""
 _GLOB_CHARS = frozenset("*?[")
 _SNIFF_BYTES = 8192
 _MAX_IGNORE_FILE_BYTES = 1 << 20
@@ -483,6 +490,8 @@ class _Loader:
         """Why the walk leaves ``rel`` (relative to the walk's top; a directory ends with ``/``) out, if it does."""
         if _ignored(rules, walk.rules_prefix + rel):
             return "ignored"
+        if not directory and _SECRET_FILES.match_file(rel.rsplit("/", 1)[-1]):
+            return "secret"
         if self.exclude is not None and self.exclude.match_file(rel):
             return "excluded"
         if not directory and self.include is not None and not self.include.match_file(rel):

@@ -160,7 +160,10 @@ def ask(
         typer.echo(json.dumps(_result_json(result), ensure_ascii=False))
     else:
         typer.echo(result.answer if result.answer is not None else "")
-        if result.stopped_reason != "final":
+        if result.stopped_reason == "ungrounded":
+            typer.echo(f"recursa: {result.model} could not show this answer in anything its code printed; "
+                       "treat it as a guess.", err=True)
+        elif result.stopped_reason != "final":
             typer.echo(f"recursa: stopped by {result.stopped_reason}; the answer is the model's best guess.", err=True)
 
 

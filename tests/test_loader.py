@@ -354,3 +354,18 @@ def test_the_secret_really_is_world_readable(project: Path, tmp_path: Path) -> N
     """The refusals above are the loader's doing, not file permissions."""
     secret = tmp_path / "outside" / "secret.txt"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o644 and secret.read_text() == SECRET
+
+
+def test_secret_files_are_left_out_of_a_walk_but_read_when_named(tmp_path: Path) -> None:
+    tree = tmp_path / "app"
+    write(tree / "main.py", "print('hi')\n")
+    write(tree / ".env", "OPENAI_API_KEY=sk-live-123\n")
+    write(tree / "config" / ".env.production", "DB_PASSWORD=hunter2\n")
+    write(tree / ".env.example", "OPENAI_API_KEY=\n")
+    write(tree / "deploy.pem", "-----BEGIN PRIVATE KEY-----\n")
+    ctx = load_files([tree])
+    text = "".join(ctx.documents)
+    assert "sk-live-123" not in text and "hunter2" not in text and "PRIVATE KEY" not in text
+    assert sorted(ctx.names) == [".env.example", "main.py"]
+    assert skipped_reasons(ctx) == {".env": "secret", "config/.env.production": "secret", "deploy.pem": "secret"}
+    assert "sk-live-123" in load_files([tree / ".env"]).documents[0]
