@@ -107,6 +107,13 @@ BaseUrlOption = Annotated[
     str | None, typer.Option("--base-url", metavar="URL", help="OpenAI-compatible endpoint. Env: OPENAI_BASE_URL.")
 ]
 ApiKeyOption = Annotated[str | None, typer.Option("--api-key", metavar="KEY", help="API key. Env: OPENAI_API_KEY.")]
+# Budget flags, shared by `ask` and `serve` (for `serve` they cap what each request may ask for).
+MaxIterationsOption = Annotated[int | None, typer.Option(metavar="N", help="Root turns (default 30).")]
+MaxDepthOption = Annotated[int | None, typer.Option(metavar="N", help="Recursion depth (1 = plain sub-calls).")]
+MaxSubCallsOption = Annotated[int | None, typer.Option(metavar="N", help="Sub-calls in all (default 500).")]
+MaxTokensOption = Annotated[int | None, typer.Option(metavar="N", help="Tokens in all, root and sub.")]
+MaxCostOption = Annotated[float | None, typer.Option(metavar="USD", help="US dollars in all.")]
+TimeoutOption = Annotated[float | None, typer.Option(metavar="SECONDS", help="Wall-clock seconds (default 900).")]
 
 
 @app.command()
@@ -120,12 +127,12 @@ def ask(
     sub_model: SubModelOption = None,
     base_url: BaseUrlOption = None,
     api_key: ApiKeyOption = None,
-    max_iterations: Annotated[int | None, typer.Option(metavar="N", help="Root turns (default 30).")] = None,
-    max_depth: Annotated[int | None, typer.Option(metavar="N", help="Recursion depth (1 = plain sub-calls).")] = None,
-    max_sub_calls: Annotated[int | None, typer.Option(metavar="N", help="Sub-calls in all (default 500).")] = None,
-    max_tokens: Annotated[int | None, typer.Option(metavar="N", help="Tokens in all, root and sub.")] = None,
-    max_cost: Annotated[float | None, typer.Option(metavar="USD", help="US dollars in all.")] = None,
-    timeout: Annotated[float | None, typer.Option(metavar="SECONDS", help="Wall-clock seconds (default 900).")] = None,
+    max_iterations: MaxIterationsOption = None,
+    max_depth: MaxDepthOption = None,
+    max_sub_calls: MaxSubCallsOption = None,
+    max_tokens: MaxTokensOption = None,
+    max_cost: MaxCostOption = None,
+    timeout: TimeoutOption = None,
     concurrency: Annotated[int, typer.Option(metavar="N", help="LM requests in flight at once.")] = 8,
     include: Annotated[
         list[str] | None, typer.Option(metavar="GLOB", help="Only files matching this glob (directories).")
@@ -268,12 +275,12 @@ def serve_openai(
     max_queued: Annotated[int, typer.Option(metavar="N", help="Requests that wait for a run slot (else 429).")] = 0,
     max_request_mb: Annotated[float, typer.Option(metavar="MB", help="Largest request body (else 413).")] = 64,
     name: Annotated[str, typer.Option(metavar="NAME", help="Model name clients ask for.")] = "recursa",
-    max_iterations: Annotated[int | None, typer.Option(metavar="N", help="Root turns (default 30).")] = None,
-    max_depth: Annotated[int | None, typer.Option(metavar="N", help="Recursion depth (1 = plain sub-calls).")] = None,
-    max_sub_calls: Annotated[int | None, typer.Option(metavar="N", help="Sub-calls in all (default 500).")] = None,
-    max_tokens: Annotated[int | None, typer.Option(metavar="N", help="Tokens in all, root and sub.")] = None,
-    max_cost: Annotated[float | None, typer.Option(metavar="USD", help="US dollars in all.")] = None,
-    timeout: Annotated[float | None, typer.Option(metavar="SECONDS", help="Wall-clock seconds (default 900).")] = None,
+    max_iterations: MaxIterationsOption = None,
+    max_depth: MaxDepthOption = None,
+    max_sub_calls: MaxSubCallsOption = None,
+    max_tokens: MaxTokensOption = None,
+    max_cost: MaxCostOption = None,
+    timeout: TimeoutOption = None,
     concurrency: Annotated[int, typer.Option(metavar="N", help="LM requests in flight at once, per run.")] = 8,
     trace_dir: Annotated[Path | None, typer.Option(metavar="DIR", help="Also write each trace here as JSONL.")] = None,
 ) -> None:

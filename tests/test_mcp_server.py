@@ -24,6 +24,7 @@ if not hasattr(mcp, "Client"):
     pytest.skip("these tests drive the server with the mcp 2.x client", allow_module_level=True)
 from fake_openai import FakeOpenAIServer  # noqa: E402
 from mcp import Client, StdioServerParameters, types  # noqa: E402
+from processes import cmdline, descendants, workers_of  # noqa: E402
 from recursa import ScriptedLM  # noqa: E402
 from recursa.mcp_server import Limits, create_server  # noqa: E402
 
@@ -84,45 +85,10 @@ def tree(tmp_path: Path) -> dict[str, Path]:
     return {"root": root, "outside": outside}
 
 
-def _children() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    return children
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def descendants(pid: int) -> list[int]:
-    children, found, todo = _children(), [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def workers_of(pid: int) -> list[int]:
-    """REPL worker processes (``_worker.py``) started, directly or not, by process ``pid``."""
-    return [p for p in descendants(pid) if "_worker.py" in _cmdline(p)]
-
-
 def server_pid() -> int:
     """The ``python -m recursa.mcp_server`` process this test started."""
     for pid in descendants(os.getpid()):
-        if "recursa.mcp_server" in _cmdline(pid):
+        if "recursa.mcp_server" in cmdline(pid):
             return pid
     raise AssertionError("no recursa.mcp_server subprocess found")
 

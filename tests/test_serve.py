@@ -28,6 +28,7 @@ pytest.importorskip("starlette", reason="pip install 'recursa[serve]'")
 pytest.importorskip("uvicorn", reason="pip install 'recursa[serve]'")
 openai = pytest.importorskip("openai")
 
+from processes import workers_of  # noqa: E402
 from recursa import Budget, read_trace  # noqa: E402
 from recursa._model_store import EMBEDDED_MODEL  # noqa: E402
 from recursa.serve import check_binding  # noqa: E402
@@ -82,35 +83,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _children() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    return children
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def workers_of(pid: int) -> list[int]:
-    """REPL worker processes (``_worker.py``) started, directly or not, by process ``pid``."""
-    children, found, todo = _children(), [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return [p for p in found if "_worker.py" in _cmdline(p)]
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:

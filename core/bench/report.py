@@ -106,7 +106,41 @@ def summary_markdown(
                      f"{c.tokens:,.0f} | {c.cost_usd:.4f} | {c.seconds:.1f} | {c.finals}/{c.n} | {c.errors} |")
     lines += ["", "`answered`: runs that ended with FINAL (the others hit a budget and gave a best guess, or failed).",
               ""]
+    lines += _by_kind(rows)
     return "\n".join(lines)
+
+
+def _by_kind(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Per question kind (and split, where the task has one): right, wrong but reported as final, flagged."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["length"], r["method"], r.get("split", "-"), r.get("kind", "-")), []).append(r)
+    if all(kind == "-" for *_, kind in groups):
+        return []
+    lines = ["## By question kind", "",
+             "`right`: score 1. `wrong, final`: a wrong answer the run reported as a normal FINAL, the worst "
+             "outcome. `flagged`: ended `ungrounded` (the loop doubted the answer) or by a budget.", "",
+             "| task | length | method | split | kind | n | right | mean score | wrong, final | flagged | median s |",
+             "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    totals: dict[tuple[Any, ...], list[int]] = {}
+    for (task, length, method, split, kind), group in sorted(groups.items(), key=lambda item: tuple(map(str, item[0]))):
+        right = sum(r["score"] >= 0.999 for r in group)
+        wrong_final = sum(r["score"] < 0.999 and r["stopped_reason"] == "final" for r in group)
+        flagged = sum(r["stopped_reason"] != "final" for r in group)
+        seconds = statistics.median(r["seconds"] for r in group)
+        lines.append(f"| {task} | {format_chars(length)} | {method} | {split} | {kind} | {len(group)} | {right} | "
+                     f"{statistics.fmean(r['score'] for r in group):.2f} | {wrong_final} | {flagged} | {seconds:.1f} |")
+        total = totals.setdefault((task, length, method, split), [0, 0, 0, 0])
+        total[0] += len(group)
+        total[1] += right
+        total[2] += wrong_final
+        total[3] += flagged
+    lines.append("")
+    for (task, length, method, split), (n, right, wrong_final, flagged) in sorted(totals.items(), key=str):
+        lines.append(f"- {task} {format_chars(length)} {method} {split}: {right}/{n} right ({right / n:.0%}), "
+                     f"{wrong_final}/{n} wrong and reported as final ({wrong_final / n:.0%}), {flagged} flagged.")
+    lines.append("")
+    return lines
 
 
 def _pyplot_free_figure(**kwargs: Any) -> Any:

@@ -317,7 +317,7 @@ class _CaseRunner:
             "answer": _clip(prediction), "gold": case.gold,
             "input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens,
             "total_tokens": result.usage.total_tokens, "cost_usd": round(result.cost_usd, 6),
-            "seconds": round(seconds, 2), "stopped_reason": result.stopped_reason,
+            "seconds": round(seconds, 2), "stopped_reason": result.stopped_reason, "grounded": result.grounded,
             "iterations": result.iterations, "sub_calls": result.sub_calls, "error": result.error,
             "model": self.root.model, "sub_model": self.sub.model if method == "rlm" else None,
             "context_chars": _as_text(case.context, None)[1], **extra, **case.info,

@@ -1,0 +1,41 @@
+"""Finding the processes a test started, from /proc: a server's REPL workers must be gone after a cancel."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def descendants(pid: int) -> list[int]:
+    children, found, todo = _children(), [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def workers_of(pid: int) -> list[int]:
+    """REPL worker processes (``_worker.py``) started, directly or not, by process ``pid``."""
+    return [p for p in descendants(pid) if "_worker.py" in cmdline(p)]
