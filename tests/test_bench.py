@@ -450,3 +450,42 @@ def test_bench_package_exports_resolve() -> None:
     assert all(hasattr(recursa.bench, name) for name in recursa.bench.__all__)
     assert set(recursa.bench.TASKS) == {"sniah", "oolong", "oolong-pairs", "lookup"}
     assert recursa.bench.METHODS == ("base", "rlm", "rlm-no-sub")
+
+
+def test_lookup_cases_are_seeded_and_their_gold_answers_hold() -> None:
+    import re
+
+    from recursa.bench.lookup import LOOKUP_KINDS, make_lookup, score_lookup
+
+    for seed in range(14):
+        case, again = make_lookup(200_000, seed), make_lookup(200_000, seed)
+        assert (case.question, case.gold, case.context) == (again.question, again.gold, again.context)
+        assert case.kind == LOOKUP_KINDS[seed % 7] and case.split == "dev"
+        text = case.context if isinstance(case.context, str) else "\n".join(case.context)
+        if case.kind == "log-count":  # re-derive the count by brute force from the question's level and service
+            level, service = re.search(r"\b(ERROR|WARN)\b", case.question)[1], re.search(
+                r"\b(payments|search|auth|billing|inventory|shipping|profile|checkout)\b", case.question)[1]
+            assert case.gold == [str(sum(f" {level} [{service}] " in line for line in text.splitlines()))]
+        elif case.kind == "record-sum":
+            name = re.search(r"(?:by|from|customer) ([A-Z]\w+ [A-Z]\w+)|([A-Z]\w+ [A-Z]\w+)(?:'s| spend)",
+                             case.question)
+            who = name[1] or name[2]
+            total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if f"customer: {who} |" in line)
+            assert abs(total - float(case.gold[0])) < 0.005
+        elif case.kind == "absent":
+            assert case.gold[0] in text and score_lookup(case, "The text does not mention it.") == 1.0
+            assert score_lookup(case, case.gold[0]) == 0.0
+        elif case.kind in ("needle", "needle-multi"):
+            assert all(value in text for value in case.gold)
+        if case.kind != "absent":
+            assert score_lookup(case, " and ".join(case.gold)) == 1.0
+        assert score_lookup(case, None) == 0.0 and score_lookup(case, "12345") == 0.0
+    assert make_lookup(200_000, 100).split == "held-out"
+
+
+def test_lookup_value_questions_tell_a_value_from_its_name() -> None:
+    from recursa.bench.lookup import LookupCase, score_lookup
+
+    case = LookupCase("source-value", "What is the value of DECREASING?", ["decreasing"], [""], ["a.py"])
+    assert score_lookup(case, "'decreasing'") == 1.0
+    assert score_lookup(case, "value DECREASING is a keyword") == 0.0

@@ -273,7 +273,8 @@ def _source_file(chars: int, rng: random.Random, pick) -> LookupCase:
         return _source_file(chars * 2, rng, pick)
     name, rel = rng.choice(candidates)
     basenames = [r.rsplit("/", 1)[-1] for r, _ in corpus]
-    gold = [rel] + ([rel.rsplit("/", 1)[-1]] if basenames.count(rel.rsplit("/", 1)[-1]) == 1 else [])
+    gold = list(dict.fromkeys([rel] + ([rel.rsplit("/", 1)[-1]] if basenames.count(rel.rsplit("/", 1)[-1]) == 1
+                                       else [])))
     return LookupCase("source-file", pick(_FILE_QUESTIONS).format(name=name), gold,
                       [t for _, t in corpus], [r for r, _ in corpus])
 
@@ -352,9 +353,13 @@ def score_lookup(case: LookupCase, prediction: str | None) -> float:
     if case.kind == "log-count":
         numbers = re.findall(r"(?<![\w.])\d[\d,]*(?![\w.])", answer)
         return 1.0 if [n.replace(",", "") for n in numbers][:1] == case.gold else 0.0
-    return 1.0 if any(_has_token(answer, value) for value in case.gold) else 0.0
+    # A constant's value may be its own name in lower case (DECREASING = 'decreasing'): case decides there.
+    exact_case = case.kind == "source-value"
+    return 1.0 if any(_has_token(answer, value, exact_case=exact_case) for value in case.gold) else 0.0
 
 
-def _has_token(text: str, value: str) -> bool:
-    """``value`` occurs in ``text`` as a whole token (quotes and case ignored)."""
-    return re.search(rf"(?<![\w.-]){re.escape(value.lower())}(?![\w-])", text.lower()) is not None
+def _has_token(text: str, value: str, *, exact_case: bool = False) -> bool:
+    """``value`` occurs in ``text`` as a whole token (quotes ignored; case too unless ``exact_case``)."""
+    if not exact_case:
+        text, value = text.lower(), value.lower()
+    return re.search(rf"(?<![\w.-]){re.escape(value)}(?![\w-])", text) is not None
