@@ -451,6 +451,10 @@ class _Run:
         """Check an answer against what the model was shown; return a note refusing it once, or ""."""
         if not self.rlm.verify_answers:
             return ""
+        if not last_chance and not _normalise_answer(answer).strip(". "):
+            self.code_next = False
+            self._notice("FINAL refused: it held no answer, only dots")
+            return self.rlm.prompts.empty_final
         if code is not None and _normalise_answer(answer) not in code:
             self.grounded = True  # computed by code that ran, not copied from the model's imagination
             return ""
@@ -480,7 +484,7 @@ class _Run:
             return verdict  # the model's own code computed and printed exactly this value
         prompt = extraction_prompt(self.question, lines)
         lm = self.rlm.sub
-        params = {"max_tokens": 32} if isinstance(lm, _local_types()) else {}
+        params = {"max_tokens": 128} if isinstance(lm, _local_types()) else {}
         reply = await self._complete("verify", lm, [{"role": "user", "content": prompt}], depth=self.depth + 1,
                                      **params)
         if agrees(reply, answer, verdict.claims):

@@ -35,6 +35,7 @@ class PromptTemplates:
     no_code: str
     ungrounded_final: str
     own_step_first: str
+    empty_final: str
     final_after_error: str
     early_final: str
     deferred_final: str

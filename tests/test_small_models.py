@@ -169,3 +169,19 @@ async def test_big_models_keep_the_papers_loop_unless_asked() -> None:
     result = await RLM(root).arun("q", LOG)
     assert result.answer == "12345" and result.stopped_reason == "final" and result.grounded is None
     assert "The host already ran" not in root.calls[0][-1]["content"]
+
+
+async def test_a_final_holding_only_dots_is_not_an_answer() -> None:
+    root = ScriptedLM([code("print(len(search('payments ERROR')))"), "FINAL(...)", f"FINAL({PAYMENT_ERRORS})"])
+    result = await small(root).arun("How many ERROR lines does the payments service have?", LOG)
+    assert any("only dots" in n for n in notices(result))
+    assert result.answer == str(PAYMENT_ERRORS) and result.stopped_reason == "final"
+
+
+async def test_an_extracted_long_value_that_matches_is_accepted() -> None:
+    uuid = "67a9c378-7c65-41e5-82e2-e662f728b4fa"
+    context = "Filler. " * 500 + f"\nOne of the special magic uuids for ember-lantern-43 is: {uuid}.\n" + "More. " * 500
+    root = ScriptedLM([code("print(search('ember-lantern-43')[0])"), f"FINAL({uuid})"])
+    sub = ScriptedLM(lambda messages: uuid)
+    result = await small(root, sub=sub).arun("What is the special magic uuid for ember-lantern-43?", context)
+    assert result.answer == uuid and result.stopped_reason == "final" and result.grounded is True
