@@ -334,6 +334,11 @@ def main() -> None:
     except RecursaError as exc:
         typer.echo(f"recursa: error: {exc}", err=True)
         sys.exit(1)
+    finally:  # called in-process (tests, notebooks), the library must be quiet again afterwards
+        retries = logging.getLogger("recursa.retries")
+        for handler in [h for h in retries.handlers if isinstance(h, _StderrNotices)]:
+            retries.removeHandler(handler)
+        retries.propagate = True
 
 
 if __name__ == "__main__":
