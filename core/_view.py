@@ -126,8 +126,8 @@ def build_tree(events: list[dict[str, Any]], *, max_field_chars: int = MAX_FIELD
             it = iteration_for(run_for(event), event.get("iteration"), event.get("t"))
             call = clip({k: event.get(k) for k in ("model", "prompt", "response", "input_tokens", "output_tokens",
                                                     "latency_s", "cost_usd", "error", "t", "depth")})
-            if event.get("role") == "sub":
-                counts["sub_calls"] += 1
+            if event.get("role") in ("sub", "verify"):  # a verify call is the answer check, sent to the sub-model
+                counts["sub_calls"] += event.get("role") == "sub"
                 call["prompt"] = _clip(call["prompt"], min(max_field_chars, MAX_SUB_PROMPT_CHARS))
                 it["subs"].append(call)
             else:
