@@ -8,7 +8,7 @@ import sys
 from ._exceptions import LMError
 from ._lm import LM
 
-__all__ = ["DEFAULT_OPENAI_MODEL", "LOCAL_MODEL_NAME", "default_lm", "uses_local_model"]
+__all__ = ["DEFAULT_OPENAI_MODEL", "LOCAL_MODEL_NAME", "default_lm", "make_models", "uses_local_model"]
 
 DEFAULT_OPENAI_MODEL = "gpt-5-mini"
 LOCAL_MODEL_NAME = "local"
@@ -62,3 +62,20 @@ def default_lm(
 
 def _endpoint_configured(base_url: str | None, api_key: str | None) -> bool:
     return bool(base_url or os.environ.get("OPENAI_BASE_URL") or api_key or os.environ.get("OPENAI_API_KEY"))
+
+
+def make_models(
+    model: str | None, sub_model: str | None, base_url: str | None, api_key: str | None
+) -> tuple[LM, LM]:
+    """Root and sub model from CLI options and the environment (the same rules for every command).
+
+    A model the user named (option or ``RECURSA_MODEL``/``RECURSA_SUB_MODEL``) that no endpoint can serve is
+    an ``LMError`` naming the fix; only when no model is named does the embedded model stand in.
+    """
+    model = model or os.environ.get("RECURSA_MODEL") or None
+    sub_model = sub_model or os.environ.get("RECURSA_SUB_MODEL") or None
+    root = default_lm(model, base_url=base_url, api_key=api_key)
+    if not sub_model or sub_model == model or (uses_local_model(sub_model, base_url, api_key) and
+                                                 uses_local_model(model, base_url, api_key)):
+        return root, root
+    return root, default_lm(sub_model, base_url=base_url, api_key=api_key, announce=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,8 +12,9 @@ import typer
 
 from ._budget import Budget
 from ._context import load_paths
+from ._defaults import make_models
 from ._exceptions import RecursaError
-from ._lm import LM, Usage
+from ._lm import Usage
 from ._loop import RLM, Result, run_sync
 from ._progress import RunProgress
 from .bench.commands import bench, view
@@ -35,25 +35,6 @@ app.add_typer(model_app, name="model")
 def _fail(message: str, code: int = 1) -> None:
     typer.echo(f"recursa: error: {message}", err=True)
     raise typer.Exit(code)
-
-
-def make_models(
-    model: str | None, sub_model: str | None, base_url: str | None, api_key: str | None
-) -> tuple[LM, LM]:
-    """Root and sub model from CLI options and the environment (the same rules for every command).
-
-    A model the user named (option or ``RECURSA_MODEL``/``RECURSA_SUB_MODEL``) that no endpoint can serve is
-    an ``LMError`` naming the fix; only when no model is named does the embedded model stand in.
-    """
-    from ._defaults import default_lm, uses_local_model
-
-    model = model or os.environ.get("RECURSA_MODEL") or None
-    sub_model = sub_model or os.environ.get("RECURSA_SUB_MODEL") or None
-    root = default_lm(model, base_url=base_url, api_key=api_key)
-    if not sub_model or sub_model == model or (uses_local_model(sub_model, base_url, api_key) and
-                                                 uses_local_model(model, base_url, api_key)):
-        return root, root
-    return root, default_lm(sub_model, base_url=base_url, api_key=api_key, announce=False)
 
 
 class _StderrNotices(logging.Handler):

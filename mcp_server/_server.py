@@ -396,7 +396,7 @@ def create_server(
     def default_models() -> tuple[LM, LM]:
         if root is not None:
             return root, sub or root
-        from recursa.cli import make_models
+        from recursa._defaults import make_models
 
         return make_models(model, sub_model, base_url, api_key)
 

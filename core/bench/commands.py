@@ -77,8 +77,8 @@ def bench(
     Cases are generated from seeds; OUT gets results.jsonl, summary.md and plots. Reruns skip finished cases.
     """
     from .._budget import Budget
+    from .._defaults import make_models
     from .._exceptions import RecursaError
-    from ..cli import make_models
     from .runner import METHODS, run_bench
     from .tasks import TASKS, parse_chars
 

@@ -69,7 +69,7 @@ def _models(model: str | LM | None, sub_model: str | LM | None, base_url: str | 
     if not isinstance(model, str | None):
         sub = sub_model if not isinstance(sub_model, str | None) else model
         return model, sub
-    from ..cli import make_models  # model construction shared with every command (moving to the core: issue 13)
+    from .._defaults import make_models
 
     root, sub = make_models(model, sub_model if isinstance(sub_model, str) else None, base_url, api_key)
     return root, sub_model if not isinstance(sub_model, str | None) else sub
