@@ -89,8 +89,8 @@ def supporting_lines(claims: tuple[str, ...], evidence: list[str], limit: int = 
     scored = []
     for text in evidence:
         for line in text.splitlines():
-            folded = line.casefold()
-            hits = sum(_appears(claim, folded, _numbers(line)) for claim in claims)
+            folded, numbers = line.casefold(), _numbers(line)
+            hits = sum(_appears(claim, folded, numbers) for claim in claims)
             if hits:
                 scored.append((-hits, len(scored), line.strip()[:300]))
     return [line for _, _, line in sorted(scored)[:limit]]

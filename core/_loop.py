@@ -484,7 +484,8 @@ class _Run:
             return verdict  # the model's own code computed and printed exactly this value
         prompt = extraction_prompt(self.question, lines)
         lm = self.rlm.sub
-        params = {"max_tokens": 128} if isinstance(lm, _local_types()) else {}
+        # Backends that take a grammar (llama.cpp) take max_tokens too; hosted reasoning models reject it.
+        params = {"max_tokens": 128} if getattr(lm, "supports_grammar", False) else {}
         reply = await self._complete("verify", lm, [{"role": "user", "content": prompt}], depth=self.depth + 1,
                                      **params)
         if agrees(reply, answer, verdict.claims):
@@ -771,13 +772,6 @@ def search_hint(question: str) -> str:
 
 class _TimeBudgetSpent(Exception):
     """A model call ran past the run's time budget and was stopped."""
-
-
-def _local_types() -> tuple[type, ...]:
-    """LM classes known to take ``max_tokens`` (hosted reasoning models reject it), without importing llama.cpp."""
-    from ._local import LocalLlama
-
-    return (LocalLlama,)
 
 
 def _normalise_answer(answer: str) -> str:

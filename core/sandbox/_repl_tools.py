@@ -76,6 +76,12 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
             line_starts[i] = found
         return line_starts[i]  # type: ignore[return-value]
 
+    def span(d: int, line: int) -> tuple[int, int]:
+        """Where line ``line`` of document ``d`` begins and ends (without its newline)."""
+        line_of = starts(d)
+        end = line_of[line + 1] - 1 if line + 1 < len(line_of) else len(documents[d])
+        return line_of[line], end
+
     def search(query: str | list[str], max_lines: int = 8) -> Lines:
         """Print how many lines of ``context`` contain each word of ``query`` and the lines that match it
         best (rarest words weigh most); return every line that contains all the words that occur."""
@@ -116,17 +122,14 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
         if ranked:
             out("Best matching lines:")
         for (d, line), hit in ranked[:max_lines]:
-            text = documents[d]
-            line_of = starts(d)
-            begin = line_of[line]
-            end = line_of[line + 1] - 1 if line + 1 < len(line_of) else len(text)
+            begin, end = span(d, line)
             rarest = max(hit, key=lambda t: weights[t])
-            out(f"  {names[d] + ':' if as_list else 'line '}{line + 1}: {_window(text, begin, end, hit[rarest])}")
+            out(f"  {names[d] + ':' if as_list else 'line '}{line + 1}: "
+                f"{_window(documents[d], begin, end, hit[rarest])}")
         result = Lines()
         for d, line in sorted(everywhere):
-            line_of = starts(d)
-            end = line_of[line + 1] - 1 if line + 1 < len(line_of) else len(documents[d])
-            result.append(documents[d][line_of[line]:end])
+            begin, end = span(d, line)
+            result.append(documents[d][begin:end])
         return result
 
     return search
