@@ -457,10 +457,10 @@ def test_lookup_cases_are_seeded_and_their_gold_answers_hold() -> None:
 
     from recursa.bench.lookup import LOOKUP_KINDS, make_lookup, score_lookup
 
-    for seed in range(14):
+    for seed in [*range(14), *range(200, 214)]:
         case, again = make_lookup(200_000, seed), make_lookup(200_000, seed)
         assert (case.question, case.gold, case.context) == (again.question, again.gold, again.context)
-        assert case.kind == LOOKUP_KINDS[seed % 7] and case.split == "dev"
+        assert case.kind == LOOKUP_KINDS[seed % 7] and case.split == ("dev" if seed < 100 else "fresh")
         text = case.context if isinstance(case.context, str) else "\n".join(case.context)
         if case.kind == "log-count":  # re-derive the count by brute force from the question's level and service
             level, service = re.search(r"\b(ERROR|WARN)\b", case.question)[1], re.search(
@@ -481,6 +481,19 @@ def test_lookup_cases_are_seeded_and_their_gold_answers_hold() -> None:
             assert score_lookup(case, " and ".join(case.gold)) == 1.0
         assert score_lookup(case, None) == 0.0 and score_lookup(case, "12345") == 0.0
     assert make_lookup(200_000, 100).split == "held-out"
+
+
+def test_fresh_lookup_cases_share_no_phrasing_or_key_word_with_the_tuned_ones() -> None:
+    from recursa.bench.lookup import make_lookup
+
+    tuned = [make_lookup(20_000, seed) for seed in [*range(60), *range(100, 160)]]
+    fresh = [make_lookup(20_000, seed) for seed in range(200, 260)]
+    tuned_questions = {case.question for case in tuned}
+    assert not tuned_questions & {case.question for case in fresh}
+    for case in fresh:
+        if case.kind in ("needle", "needle-multi", "absent"):
+            key_words = set(re.findall(r"[a-z]+", case.question.lower()))
+            assert not key_words & {"blue", "northern", "warehouse", "bakery", "orchard", "ferry", "chapel"}
 
 
 def test_lookup_value_questions_tell_a_value_from_its_name() -> None:

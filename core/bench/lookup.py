@@ -29,11 +29,14 @@ from pathlib import Path
 
 from .sniah import haystack
 
-__all__ = ["HELD_OUT_SEED", "LOOKUP_KINDS", "LookupCase", "make_lookup", "score_lookup"]
+__all__ = ["FRESH_SEED", "HELD_OUT_SEED", "LOOKUP_KINDS", "LookupCase", "make_lookup", "score_lookup"]
 
 LOOKUP_KINDS = ("needle", "needle-multi", "absent", "source-value", "source-file", "log-count", "record-sum")
 HELD_OUT_SEED = 100
 """Seeds from here on ask with phrasings that were not used while tuning (``split == "held-out"``)."""
+FRESH_SEED = 200
+"""Seeds from here on use a third set of phrasings and new needle key words (``split == "fresh"``), added after
+the held-out set had been looked at, so that there is again a set nobody tuned against."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ _NEEDLES = [
     ("For the {key}, the {attr} was set to {value} last year.", "Which {attr} does the {key} have?"),
     ("Note for visitors: {value} is the {attr} of the {key}.", "Tell me the {attr} used at the {key}."),
     ("Records show the {key}'s {attr}: {value}.", "I need the {attr} of the {key}. What is it?"),
+    ("In the {key}, {value} serves as the {attr}.", "Do you know the {key}'s {attr}?"),
+    ("The {attr} ({key}): {value}", "Look up the {attr} belonging to the {key}."),
 ]
 _MULTI = [
     ("One {attr} of the {key} is {value}.", "List all the {attr}s of the {key}."),
@@ -65,6 +70,8 @@ _MULTI = [
     ("Another {attr} at the {key}: {value}.", "What are all the {attr}s recorded for the {key}?"),
     ("Among the {attr}s of the {key} is {value}.", "Name each {attr} that belongs to the {key}."),
     ("A {attr} assigned to the {key} is {value}.", "Collect every {attr} mentioned for the {key}."),
+    ("The {key} keeps {value} on file as its {attr}.", "Give me the complete set of {attr}s for the {key}."),
+    ("Logged for the {key}: {attr} {value}.", "The {key} has more than one {attr}. What are they?"),
 ]
 _VALUE_QUESTIONS = [
     "What is the value of {name}?",
@@ -72,6 +79,8 @@ _VALUE_QUESTIONS = [
     "In this code base, what value does the constant {name} have?",
     "Find the constant {name}. What is it assigned?",
     "Which value is assigned to {name} in the source?",
+    "Somewhere in these files {name} is defined. To what?",
+    "Report the literal that {name} equals.",
 ]
 _FILE_QUESTIONS = [
     "Which file defines the class {name}?",
@@ -79,6 +88,8 @@ _FILE_QUESTIONS = [
     "Where is class {name} declared? Give the file name.",
     "Name the source file that contains the definition of class {name}.",
     "What is the path of the file where {name} is defined as a class?",
+    "{name} is a class. Which module file holds it?",
+    "Locate the class definition for {name}: what file is it in?",
 ]
 _COUNT_QUESTIONS = [
     "How many {level} lines are there for the {service} service?",
@@ -86,6 +97,8 @@ _COUNT_QUESTIONS = [
     "How many times did the {service} service log an {level}?",
     "What is the number of {level} entries written by {service}?",
     "How many log entries does the {service} service have at level {level}?",
+    "Give the count of {service} log records whose level is {level}.",
+    "{service}: how many {level}-level messages did it emit?",
 ]
 _SUM_QUESTIONS = [
     "What is the total amount of the orders placed by {customer}?",
@@ -93,13 +106,21 @@ _SUM_QUESTIONS = [
     "Add up every order amount for customer {customer}. What is the total?",
     "How much did {customer} spend in total across all orders?",
     "What do all of {customer}'s orders come to, in total?",
+    "Total spend by {customer}, please: add up their order amounts.",
+    "For the customer {customer}, what is the combined amount of their orders?",
 ]
-_DEV_PHRASINGS = 3
+_DEV_PHRASINGS, _HELD_OUT_END = 3, 5
+"""Each list above: the first three phrasings are for development, the next two held out, the rest fresh."""
 
 _ADJECTIVES = ["blue", "northern", "silent", "copper", "eastern", "small", "golden", "rusty", "hidden", "upper",
                "green", "wooden", "crooked", "sunny", "western", "narrow"]
 _NOUNS = ["warehouse", "bakery", "orchard", "ferry", "garage", "chapel", "workshop", "observatory", "greenhouse",
           "stable", "boathouse", "pharmacy", "printing shop", "tram depot"]
+# Fresh cases key their needles with words the development and held-out cases never use.
+_FRESH_ADJECTIVES = ["purple", "southern", "quiet", "marble", "lower", "tiny", "ancient", "windy", "velvet", "outer",
+                     "crimson", "frozen", "busy", "hollow"]
+_FRESH_NOUNS = ["keeper's cottage", "library", "mill", "harbour office", "bakehouse", "laundry", "arcade",
+                "signal box", "gallery", "cannery", "post office", "ice rink"]
 _ATTRS = {
     "door code": lambda rng: str(rng.randint(1000, 99999)),
     "password": lambda rng: rng.choice(_WORDS) + rng.choice(["", "-"]) + rng.choice(_WORDS),
@@ -117,28 +138,39 @@ _LEVELS = ["INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"]
 _ITEMS = ["lamp", "kettle", "notebook", "chair", "umbrella", "backpack", "teapot", "blanket", "mirror", "clock"]
 
 
+class _Style:
+    """Which phrasings and key words a case of this split draws from."""
+
+    def __init__(self, rng: random.Random, split: str) -> None:
+        self.rng, self.split = rng, split
+        self.adjectives, self.nouns = (_FRESH_ADJECTIVES, _FRESH_NOUNS) if split == "fresh" else (_ADJECTIVES, _NOUNS)
+
+    def pick(self, options: list):
+        first, stop = {"dev": (0, _DEV_PHRASINGS), "held-out": (_DEV_PHRASINGS, _HELD_OUT_END),
+                       "fresh": (_HELD_OUT_END, None)}[self.split]
+        return self.rng.choice(options[first:stop])
+
+
 def make_lookup(chars: int = 1_000_000, seed: int = 0, *, kind: str | None = None) -> LookupCase:
     """A case of about ``chars`` characters; the seed picks the kind (unless given) and the phrasing."""
     rng = random.Random(seed)
     kind = kind or LOOKUP_KINDS[seed % len(LOOKUP_KINDS)]
-    held_out = seed >= HELD_OUT_SEED
-    pick = (lambda options: rng.choice(options[_DEV_PHRASINGS:])) if held_out else (
-        lambda options: rng.choice(options[:_DEV_PHRASINGS]))
+    split = "fresh" if seed >= FRESH_SEED else "held-out" if seed >= HELD_OUT_SEED else "dev"
+    style = _Style(rng, split)
     makers = {"needle": _needle, "needle-multi": _needle_multi, "absent": _absent, "source-value": _source_value,
               "source-file": _source_file, "log-count": _log_count, "record-sum": _record_sum}
     if kind not in makers:
         raise ValueError(f"unknown lookup kind {kind!r}; use one of {', '.join(LOOKUP_KINDS)}")
-    case = makers[kind](chars, rng, pick)
-    return LookupCase(case.kind, case.question, case.gold, case.context, case.names,
-                      "held-out" if held_out else "dev")
+    case = makers[kind](chars, rng, style)
+    return LookupCase(case.kind, case.question, case.gold, case.context, case.names, split)
 
 
 # -- needles in prose -------------------------------------------------------------------------------------
 
-def _keys(rng: random.Random) -> tuple[str, str]:
+def _keys(rng: random.Random, style: _Style) -> tuple[str, str]:
     """A key of two ordinary words and a look-alike sharing its noun."""
-    noun = rng.choice(_NOUNS)
-    first, second = rng.sample(_ADJECTIVES, 2)
+    noun = rng.choice(style.nouns)
+    first, second = rng.sample(style.adjectives, 2)
     return f"{first} {noun}", f"{second} {noun}"
 
 
@@ -153,35 +185,35 @@ def _with_sentences(chars: int, sentences: list[str], rng: random.Random) -> str
     return text
 
 
-def _needle(chars: int, rng: random.Random, pick) -> LookupCase:
-    key, other = _keys(rng)
+def _needle(chars: int, rng: random.Random, style: _Style) -> LookupCase:
+    key, other = _keys(rng, style)
     attr, make_value = rng.choice(list(_ATTRS.items()))
     value, other_value = make_value(rng), make_value(rng)
-    needle, question = pick(_NEEDLES)
+    needle, question = style.pick(_NEEDLES)
     sentences = [needle.format(attr=attr, key=key, value=value), needle.format(attr=attr, key=other, value=other_value)]
     text = _with_sentences(chars, sentences, rng)
     return LookupCase("needle", question.format(attr=attr, key=key), [value], text)
 
 
-def _needle_multi(chars: int, rng: random.Random, pick) -> LookupCase:
-    key, other = _keys(rng)
+def _needle_multi(chars: int, rng: random.Random, style: _Style) -> LookupCase:
+    key, other = _keys(rng, style)
     attr, make_value = rng.choice([(a, m) for a, m in _ATTRS.items() if a != "opening year"])
     values: list[str] = []
     while len(values) < rng.choice((2, 3)):
         if (value := make_value(rng)) not in values:
             values.append(value)
-    needle, question = pick(_MULTI)
+    needle, question = style.pick(_MULTI)
     sentences = [needle.format(attr=attr, key=key, value=v) for v in values]
     sentences.append(needle.format(attr=attr, key=other, value=make_value(rng)))
     text = _with_sentences(chars, sentences, rng)
     return LookupCase("needle-multi", question.format(attr=attr, key=key), values, text)
 
 
-def _absent(chars: int, rng: random.Random, pick) -> LookupCase:
-    key, other = _keys(rng)
+def _absent(chars: int, rng: random.Random, style: _Style) -> LookupCase:
+    key, other = _keys(rng, style)
     attr, make_value = rng.choice(list(_ATTRS.items()))
     other_value = make_value(rng)
-    needle, question = pick(_NEEDLES)
+    needle, question = style.pick(_NEEDLES)
     text = _with_sentences(chars, [needle.format(attr=attr, key=other, value=other_value)], rng)
     return LookupCase("absent", question.format(attr=attr, key=key), [other_value], text)
 
@@ -244,7 +276,7 @@ def _constants(rel: str, text: str) -> list[tuple[str, str]]:
     return found
 
 
-def _source_value(chars: int, rng: random.Random, pick) -> LookupCase:
+def _source_value(chars: int, rng: random.Random, style: _Style) -> LookupCase:
     corpus = _corpus(chars, rng)
     assigned: dict[str, int] = {}
     for _, text in corpus:
@@ -253,16 +285,16 @@ def _source_value(chars: int, rng: random.Random, pick) -> LookupCase:
     candidates = [(name, value) for rel, text in corpus for name, value in _constants(rel, text)
                   if assigned.get(name) == 1]
     if not candidates:
-        return _source_value(chars * 2, rng, pick)
+        return _source_value(chars * 2, rng, style)
     name, value = rng.choice(sorted(candidates))
     gold = [value]
     if re.fullmatch(r"0[xXoObB][0-9a-fA-F_]+|\d[\d_]*", value):
         gold = list(dict.fromkeys([value, str(int(value.replace("_", ""), 0))]))
-    return LookupCase("source-value", pick(_VALUE_QUESTIONS).format(name=name), gold,
+    return LookupCase("source-value", style.pick(_VALUE_QUESTIONS).format(name=name), gold,
                       [t for _, t in corpus], [r for r, _ in corpus])
 
 
-def _source_file(chars: int, rng: random.Random, pick) -> LookupCase:
+def _source_file(chars: int, rng: random.Random, style: _Style) -> LookupCase:
     corpus = _corpus(chars, rng)
     defined: dict[str, list[str]] = {}
     for rel, text in corpus:
@@ -270,18 +302,18 @@ def _source_file(chars: int, rng: random.Random, pick) -> LookupCase:
             defined.setdefault(name, []).append(rel)
     candidates = sorted((name, rels[0]) for name, rels in defined.items() if len(rels) == 1)
     if not candidates:
-        return _source_file(chars * 2, rng, pick)
+        return _source_file(chars * 2, rng, style)
     name, rel = rng.choice(candidates)
     basenames = [r.rsplit("/", 1)[-1] for r, _ in corpus]
     gold = list(dict.fromkeys([rel] + ([rel.rsplit("/", 1)[-1]] if basenames.count(rel.rsplit("/", 1)[-1]) == 1
                                        else [])))
-    return LookupCase("source-file", pick(_FILE_QUESTIONS).format(name=name), gold,
+    return LookupCase("source-file", style.pick(_FILE_QUESTIONS).format(name=name), gold,
                       [t for _, t in corpus], [r for r, _ in corpus])
 
 
 # -- records ---------------------------------------------------------------------------------------------
 
-def _log_count(chars: int, rng: random.Random, pick) -> LookupCase:
+def _log_count(chars: int, rng: random.Random, style: _Style) -> LookupCase:
     lines, size, counts = [], 0, {}
     second = rng.randint(0, 10_000_000)
     while True:
@@ -302,11 +334,11 @@ def _log_count(chars: int, rng: random.Random, pick) -> LookupCase:
         counts[(service, level)] = counts.get((service, level), 0) + 1
         size += len(line) + 1
     service, level = rng.choice(_SERVICES), rng.choice(["ERROR", "WARN"])
-    question = pick(_COUNT_QUESTIONS).format(service=service, level=level)
+    question = style.pick(_COUNT_QUESTIONS).format(service=service, level=level)
     return LookupCase("log-count", question, [str(counts.get((service, level), 0))], "\n".join(lines))
 
 
-def _record_sum(chars: int, rng: random.Random, pick) -> LookupCase:
+def _record_sum(chars: int, rng: random.Random, style: _Style) -> LookupCase:
     customers = sorted({f"{rng.choice(_FIRST)} {rng.choice(_LAST)}" for _ in range(80)})
     target = rng.choice(customers)
     lines, size, total_cents, order = [], 0, 0, rng.randint(10_000, 50_000)
@@ -324,7 +356,7 @@ def _record_sum(chars: int, rng: random.Random, pick) -> LookupCase:
         lines.append(line)
         size += len(line) + 1
     total = f"{total_cents // 100}.{total_cents % 100:02d}"
-    return LookupCase("record-sum", pick(_SUM_QUESTIONS).format(customer=target), [total], "\n".join(lines))
+    return LookupCase("record-sum", style.pick(_SUM_QUESTIONS).format(customer=target), [total], "\n".join(lines))
 
 
 # -- scoring --------------------------------------------------------------------------------------------
