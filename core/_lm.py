@@ -44,6 +44,17 @@ class Completion:
     cost_usd: float = 0.0
     """Cost of this call in US dollars, from the client's price table (0 when unknown or local)."""
     model: str = ""
+    cache: str | None = None
+    """"hit" when recursa's LM cache answered (then ``usage`` and ``cost_usd`` are zero: the call was free),
+    "miss" when the cache was asked and the model answered (the answer is now stored), None when the call was
+    not cacheable or no cache was in use."""
+    saved_usd: float = 0.0
+    """For a hit: what the call cost when it was first made."""
+
+    @property
+    def cached(self) -> bool:
+        """Whether this answer came from the cache."""
+        return self.cache == "hit"
 
 
 @runtime_checkable

@@ -139,6 +139,15 @@ class LocalLlama:
         """Roughly how many characters of prompt fit: what the RLM prompt tells the root model."""
         return (self.n_ctx - self.max_tokens) * _CHARS_PER_TOKEN
 
+    def sampling_defaults(self) -> dict[str, Any]:
+        """The parameters every call starts from; part of a cached call's key (temperature 0: greedy, cacheable)."""
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "repeat_penalty": 1.0}
+
+    def cache_endpoint(self) -> str:
+        """What a cached answer of this model is keyed by: the model file and window, not a URL."""
+        path = self._model_path or model_path()
+        return f"local:{path.name}:n_ctx={self.n_ctx}"
+
     def load(self) -> None:
         """Load the model now (assembling the model file first if needed) rather than on the first call."""
         self._loaded()
@@ -156,8 +165,7 @@ class LocalLlama:
     # -- in the worker thread -----------------------------------------------------------------------
 
     def _complete(self, messages: list[Message], params: dict[str, Any], cancelled: threading.Event) -> Completion:
-        options = {"temperature": self.temperature, "max_tokens": self.max_tokens, "repeat_penalty": 1.0}
-        options.update(params)
+        options = {**self.sampling_defaults(), **params}
         max_tokens = int(options["max_tokens"])
         chars = sum(len(message.get("content") or "") for message in messages)
         self._check_length(chars, "characters", max_tokens, per_token=_MAX_CHARS_PER_TOKEN)

@@ -109,6 +109,14 @@ class OpenAIChat:
         """The endpoint requests go to, for messages and traces."""
         return self.base_url or OPENAI_URL
 
+    def sampling_defaults(self) -> dict[str, Any]:
+        """Parameters sent with every request unless a call overrides them; part of a cached call's key.
+
+        No ``temperature`` here means the server's default, which samples (OpenAI's is 1): such calls are
+        cached only when the cache is asked to cache sampled calls too.
+        """
+        return dict(self.default_params)
+
     @property
     def price(self) -> Price | None:
         """This model's price, or ``None`` when unknown (then ``cost_usd`` is always 0.0)."""

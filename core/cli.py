@@ -30,6 +30,8 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Manage the embedded local model.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(model_app, name="model")
+cache_app = typer.Typer(help="Inspect or empty the cache of model calls.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(cache_app, name="cache")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -95,6 +97,22 @@ MaxSubCallsOption = Annotated[int | None, typer.Option(metavar="N", help="Sub-ca
 MaxTokensOption = Annotated[int | None, typer.Option(metavar="N", help="Tokens in all, root and sub.")]
 MaxCostOption = Annotated[float | None, typer.Option(metavar="USD", help="US dollars in all.")]
 TimeoutOption = Annotated[float | None, typer.Option(metavar="SECONDS", help="Wall-clock seconds (default 900).")]
+CacheOption = Annotated[bool | None, typer.Option(
+    "--cache/--no-cache", show_default=False,
+    help="Reuse answers to identical model calls. Default: greedy (temperature 0) calls only; --cache: every call.")]
+CacheDirOption = Annotated[Path | None, typer.Option(
+    metavar="DIR", envvar="RECURSA_CACHE_DIR", show_envvar=False, help="Folder of the cache. Env: RECURSA_CACHE_DIR.")]
+
+
+def cache_choice(cache: bool | None, cache_dir: Path | None) -> Any:
+    """What ``RLM(cache=...)`` gets from ``--cache/--no-cache`` and ``--cache-dir``."""
+    if cache is False:
+        return False
+    if cache_dir is None and cache is None:
+        return None
+    from ._cache import LMCache
+
+    return LMCache(cache_dir, sampled=bool(cache))
 
 
 @app.command()
@@ -123,6 +141,8 @@ def ask(
     ] = None,
     trace: Annotated[Path | None, typer.Option(metavar="PATH", help="Write the trace as JSONL here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the answer.")] = False,
+    cache: CacheOption = None,
+    cache_dir: CacheDirOption = None,
 ) -> None:
     """Answer QUESTION over the given context with the RLM loop."""
     try:
@@ -133,7 +153,10 @@ def ask(
         budget = Budget().with_overrides(max_iterations=max_iterations, max_depth=max_depth,
                                          max_sub_calls=max_sub_calls, max_tokens=max_tokens,
                                          max_cost_usd=max_cost, timeout_s=timeout)
-        rlm = RLM(root, sub, budget=budget, concurrency=concurrency)
+        from ._cache import resolve_cache, with_cache
+
+        lm_cache = resolve_cache(cache_choice(cache, cache_dir))
+        rlm = RLM(with_cache(root, lm_cache), with_cache(sub, lm_cache), budget=budget, concurrency=concurrency)
         result = run_with_progress(rlm, question, ctx, budget=budget, trace=trace, show=sys.stderr.isatty())
     except RecursaError as exc:
         _fail_run(str(exc), as_json, partial=getattr(exc, "result", None))
@@ -285,6 +308,44 @@ def serve_openai(
 
 app.command("bench")(bench)
 app.command("view")(view)
+
+
+@cache_app.command("stats")
+def cache_stats(
+    cache_dir: CacheDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show where the cache is, how much it holds and what it has saved."""
+    import sqlite3
+
+    from ._cache import LMCache
+
+    try:
+        stats = LMCache(cache_dir).stats()
+    except (sqlite3.Error, OSError) as exc:
+        _fail(f"cannot read the cache in {cache_dir or 'the default folder'}: {exc}")
+        return
+    if as_json:
+        typer.echo(json.dumps(stats.to_dict()))
+        return
+    typer.echo(f"{stats.path}: {stats.entries:,} entries, {stats.bytes / 2**20:,.1f} of "
+               f"{stats.max_bytes / 2**20:,.0f} MiB; {stats.hits:,} hits, ${stats.saved_usd:.4f} saved")
+
+
+@cache_app.command("clear")
+def cache_clear(cache_dir: CacheDirOption = None) -> None:
+    """Remove every cached answer."""
+    import sqlite3
+
+    from ._cache import LMCache
+
+    cache = LMCache(cache_dir)
+    try:
+        removed = cache.clear()
+    except (sqlite3.Error, OSError) as exc:
+        _fail(f"cannot clear the cache {cache.path}: {exc}")
+        return
+    typer.echo(f"{cache.path}: removed {removed:,} entries")
 
 
 @model_app.command("install")
