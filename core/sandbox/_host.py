@@ -20,7 +20,7 @@ from .._context import Context
 from .._exceptions import SandboxError
 from ._api import ExecResult, SandboxLimits, SubCallHandler, SubCallRequest
 from ._isolation import HOST_MECHANISMS, Workspace, probe_mechanisms, worker_command, worker_env
-from ._protocol import HEADER, ProtocolError, decode, encode
+from ._worker._protocol import HEADER, ProtocolError, decode, encode
 
 __all__ = ["ReplSandbox", "sandbox_mechanisms"]
 

@@ -1,5 +1,5 @@
 """Host-side preparation of a worker: its scrubbed environment, its files, and a probe of what the
-kernel lets it do. The isolation itself happens inside the worker (``_worker.py``)."""
+kernel lets it do. The isolation itself happens inside the worker (the ``_worker`` package)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ from pathlib import Path
 
 from .._context import Context
 from ._api import SandboxLimits
-from ._protocol import HEADER, decode
+from ._worker._protocol import HEADER, decode
 
 __all__ = ["Workspace", "probe_mechanisms", "read_paths", "worker_command", "worker_env"]
 
 NOBODY = 65534
-WORKER_SCRIPT = Path(__file__).with_name("_worker.py")
+WORKER_PACKAGE = Path(__file__).with_name("_worker")
+"""Run as a directory: ``python -I -S DIR`` puts DIR on ``sys.path`` and runs its ``__main__``."""
 HOST_MECHANISMS = ["scrubbed environment (no API keys)"]
 
 _ENV_ALLOW = {"PATH", "LANG", "LANGUAGE", "TZ", "TERM", "PYTHONHASHSEED"}
@@ -56,7 +57,7 @@ def worker_env(workdir: str, extra: Mapping[str, str]) -> dict[str, str]:
 def worker_command(config_path: str) -> list[str]:
     """``-I``: ignore PYTHON* variables and the user's site; ``-S``: skip site and its .pth files, which cost
     ~100 ms per start (the site-packages directories are added from the config instead)."""
-    return [sys.executable or "python3", "-I", "-S", str(WORKER_SCRIPT), config_path]
+    return [sys.executable or "python3", "-I", "-S", str(WORKER_PACKAGE), config_path]
 
 
 @functools.cache
