@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from .sandbox._repl_tools import QUESTION_STOPWORDS, query_terms
 
-__all__ = ["Grounding", "agrees", "check_grounding", "extraction_prompt", "is_bare_value", "missing_words",
-           "supporting_lines"]
+__all__ = ["Grounding", "agrees", "check_grounding", "extraction_prompt", "is_bare_value", "lookalike",
+           "missing_words", "supporting_lines", "uncovered_lines"]
 
 _TOKEN = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[^\W\d_][\w'-]*[\w]|[^\W\d_]|[\w][\w.\-/]*[\w]")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?$")
@@ -51,6 +51,8 @@ class Grounding:
     reason: str = ""
     claims: tuple[str, ...] = ()
     """The answer's values that were looked for (empty for a whole-answer match or nothing to check)."""
+    may_answer: bool = False
+    """The refusal itself offers an answer (e.g. "the text does not mention it"), so the next reply may be FINAL."""
 
 
 def check_grounding(answer: str, question: str, evidence: list[str]) -> Grounding:
@@ -94,6 +96,42 @@ def supporting_lines(claims: tuple[str, ...], evidence: list[str], limit: int = 
             if hits:
                 scored.append((-hits, len(scored), line.strip()[:300]))
     return [line for _, _, line in sorted(scored)[:limit]]
+
+
+def lookalike(question: str, absent: tuple[str, ...], lines: list[str]) -> tuple[str, str] | None:
+    """The question's key phrase the text never contains, and the phrase the answer's line has in its place.
+
+    Asked for the *sunny* ferry's manager, a text that only names the *rusty* ferry's manager does not hold the
+    answer, though every other word matches. The test is literal: a question word that occurs nowhere in the
+    context (``absent``, from the host's search) stands right before a word the line does contain, and in the
+    line that word follows a different word the question never uses."""
+    words = [w.removesuffix("'s") for w in re.findall(r"[^\W\d_][\w'-]*", question)]
+    asked = {w.casefold() for w in words}
+    missing = {a.casefold() for a in absent}
+    text = " ".join(lines)
+    for i, word in enumerate(words):
+        if word.casefold() not in missing:
+            continue
+        if i + 1 < len(words) and (noun := words[i + 1]).casefold() not in QUESTION_STOPWORDS:
+            for found in re.finditer(rf"([^\W\d_][\w'-]*)[ \t]+{re.escape(noun)}(?!\w)", text, re.IGNORECASE):
+                other = found[1]
+                if other.casefold() not in QUESTION_STOPWORDS and other.casefold() not in asked:
+                    return f"{word} {noun}", f"{other} {found[0].split()[-1]}"
+        # Names: asked for Keiko *Tanaka*, the line has Keiko *Novak*.
+        if i and word[:1].isupper() and (first := words[i - 1])[:1].isupper():
+            for found in re.finditer(rf"(?<!\w){re.escape(first)}[ \t]+([A-Z][\w'-]*)", text):
+                if found[1].casefold() not in asked:
+                    return f"{first} {word}", found[0]
+    return None
+
+
+def uncovered_lines(claims: tuple[str, ...], full_lines: tuple[str, ...]) -> list[str]:
+    """Of the lines that contain every question word (all of them shown), those the answer takes no value from,
+    when it takes values from some: an answer that lists one of several values for one key."""
+    if not claims or not 2 <= len(full_lines) <= 8:
+        return []
+    left = [line for line in full_lines if not any(_appears(c, line.casefold(), _numbers(line)) for c in claims)]
+    return left if 0 < len(left) < len(full_lines) else []
 
 
 def extraction_prompt(question: str, lines: list[str]) -> str:

@@ -28,8 +28,10 @@ from ._grounding import (
     check_grounding,
     extraction_prompt,
     is_bare_value,
+    lookalike,
     missing_words,
     supporting_lines,
+    uncovered_lines,
 )
 from ._lm import LM, Message, Usage
 from ._parsing import CODE_GRAMMAR, STEP_GRAMMAR, FinalAnswer, find_code_blocks, find_final, text_outside_code
@@ -47,6 +49,7 @@ from ._trace import (
 )
 from ._transcript import Transcript
 from .sandbox import ExecResult, ReplSandbox, SandboxLimits, SubCallRequest
+from .sandbox._repl_tools import SearchReport, read_search
 
 __all__ = ["RLM", "Result", "Session"]
 
@@ -325,6 +328,7 @@ class _Run:
         self.evidence: list[str] = []
         """Everything real the root model was shown: the context preview and every code output."""
         self.grounding_turn_used = False
+        self.search_report = SearchReport()
         self.own_steps = 0
         """Code blocks the root model wrote that ran (the host's first search is not one)."""
         self.own_step_asked = False
@@ -470,7 +474,7 @@ class _Run:
                 self._notice(f"answer accepted but not grounded: {verdict.reason}")
             return ""
         self.grounding_turn_used = True
-        self.code_next = True
+        self.code_next = not verdict.may_answer
         self._notice(f"FINAL refused once, not grounded: {verdict.reason}")
         return self.rlm.prompts.render("ungrounded_final", answer=_clip(answer, 200), why=verdict.reason)
 
@@ -482,6 +486,8 @@ class _Run:
             return Grounding(False, reason="no printed line shows it")
         if any(is_bare_value(line, verdict.claims) for line in lines):
             return verdict  # the model's own code computed and printed exactly this value
+        if doubt := self._second_look(verdict.claims, lines):
+            return doubt
         prompt = extraction_prompt(self.question, lines)
         lm = self.rlm.sub
         # Backends that take a grammar (llama.cpp) take max_tokens too; hosted reasoning models reject it.
@@ -496,6 +502,25 @@ class _Run:
             reason += (f". The question's word(s) {', '.join(map(repr, missing))} are not in those lines: if the text "
                        "has nothing about them, say in FINAL(...) that it does not contain the answer")
         return Grounding(False, reason=reason)
+
+    def _second_look(self, claims: tuple[str, ...], lines: list[str]) -> Grounding | None:
+        """Checks against what the host's first search found: a look-alike key, or one value of several."""
+        report = self.search_report
+        if pair := lookalike(self.question, report.absent, lines):
+            asked, found = pair
+            return Grounding(False, reason=(
+                f"the question asks about the {asked}, but {asked.split()[0]!r} occurs nowhere in the text, and the "
+                f"line(s) your answer comes from are about the {found}. If that is a different thing, answer "
+                f"FINAL(The text does not mention the {asked}.); if it is the same thing, give your answer again"),
+                may_answer=True)
+        if report.complete and (left := uncovered_lines(claims, report.full_lines)):
+            n = len(report.full_lines)
+            return Grounding(False, reason=(
+                f"{n} lines contain every word of the question that the text has, and your answer takes values "
+                f"from {n - len(left)} of them; the other(s): {' | '.join(_clip(line, 200) for line in left)}. If the "
+                "question asks for every value, answer with all of them; if it asks for one, give your answer again"),
+                may_answer=True)
+        return None
 
     def _stop_reason(self, reason: str) -> str:
         return "ungrounded" if reason == "final" and self.grounded is False else reason
@@ -723,6 +748,7 @@ class _Run:
             return None
         output = self._truncate(_format_result(result))
         self.evidence.append(output)
+        self.search_report = read_search(output)
         return code, output
 
     def _truncate(self, text: str) -> str:

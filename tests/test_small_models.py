@@ -151,8 +151,9 @@ async def test_the_model_must_look_itself_before_answering_from_the_hosts_search
 
 
 async def test_a_value_read_off_a_look_alike_line_is_refused_by_the_extraction_check() -> None:
+    # "northern" occurs elsewhere in the text, so only reading the line tells that it is about another depot.
     context = ("Filler about the weather. " * 50 + "\nThe door code for the narrow tram depot is 48324.\n"
-               + "More filler about the harbour. " * 50)
+               + "More filler about the harbour and the northern lights. " * 50)
     root = ScriptedLM([code("print(search('door code tram depot'))"), "FINAL(48324)",
                        code("print(len(search('northern')))"),
                        "FINAL(The text does not mention the northern tram depot)"])
@@ -185,3 +186,87 @@ async def test_an_extracted_long_value_that_matches_is_accepted() -> None:
     sub = ScriptedLM(lambda messages: uuid)
     result = await small(root, sub=sub).arun("What is the special magic uuid for ember-lantern-43?", context)
     assert result.answer == uuid and result.stopped_reason == "final" and result.grounded is True
+
+
+# -- checks against the host's first search: look-alike keys, one value of several, fields in records ----------
+
+DEPOTS = ("Filler about the weather. " * 60 + "\nNote: Priya Novak is the manager of the rusty ferry.\n"
+          + "More filler about the harbour. " * 60)
+
+
+async def test_an_answer_about_a_look_alike_key_is_refused_with_the_absent_answer_offered() -> None:
+    root = GrammarLM([code("print(search('manager ferry'))"), "FINAL(Priya Novak)",
+                      "FINAL(The text does not mention the sunny ferry.)"])
+    result = await small(root).arun("Who is the manager of the sunny ferry?", DEPOTS)
+    refusal = root.calls[2][-1]["content"]
+    assert "'sunny' occurs nowhere in the text" in refusal and "about the rusty ferry" in refusal
+    assert "FINAL(The text does not mention the sunny ferry.)" in refusal
+    assert root.params[2]["grammar"] == STEP_GRAMMAR  # the offered answer may be given at once
+    assert result.answer == "The text does not mention the sunny ferry." and result.stopped_reason == "final"
+
+
+async def test_an_answer_about_a_look_alike_key_given_again_is_reported_as_doubted() -> None:
+    root = ScriptedLM([code("print(search('manager ferry'))"), "FINAL(Priya Novak)", "FINAL(Priya Novak)"])
+    result = await small(root).arun("Who is the manager of the sunny ferry?", DEPOTS)
+    assert result.answer == "Priya Novak" and result.grounded is False and result.stopped_reason == "ungrounded"
+
+
+async def test_the_same_key_in_the_line_is_no_look_alike() -> None:
+    root = ScriptedLM([code("print(search('manager ferry'))"), "FINAL(Priya Novak)"])
+    sub = ScriptedLM(lambda messages: "Priya Novak")
+    result = await small(root, sub=sub).arun("Who is the manager of the rusty ferry?", DEPOTS)
+    assert result.answer == "Priya Novak" and result.stopped_reason == "final" and result.grounded is True
+
+
+async def test_one_value_of_several_for_one_key_is_refused_once_with_the_others_shown() -> None:
+    codes = ["G929-73", "B925-43", "R561-93"]
+    lines = [f"Among the licence numbers of the narrow pharmacy is {c}. " + "Filler. " * 20 for c in codes]
+    context = "\n".join(["Some filler text about the town. " * 20, *lines,
+                         "Among the licence numbers of the blue pharmacy is S384-71."])
+    root = ScriptedLM([code("print(search('licence narrow pharmacy'))"), "FINAL(G929-73)",
+                       "FINAL(G929-73, B925-43, R561-93)"])
+    sub = ScriptedLM(lambda messages: "G929-73, B925-43, R561-93")
+    result = await small(root, sub=sub).arun("Which licence numbers does the narrow pharmacy have?", context)
+    refusal = next(n for n in notices(result) if "not grounded" in n)
+    assert "3 lines contain every word of the question" in refusal and "B925-43" in refusal and "R561-93" in refusal
+    assert "S384-71" not in refusal  # the look-alike line lacks a word of the key
+    assert "3 lines contain every word" in root.calls[2][-1]["content"]
+    assert result.answer == "G929-73, B925-43, R561-93" and result.stopped_reason == "final"
+
+
+def test_search_shows_how_a_word_fills_different_fields_of_records() -> None:
+    from recursa.sandbox._repl_tools import make_search, read_search
+
+    log = "\n".join(f"2024-01-01 10:00:{i % 60:02d} WARN [{'inventory' if i % 2 else 'auth'}] slow response from "
+                    f"{'inventory' if i % 3 else 'billing'} ({i} ms)" for i in range(300))
+    printed: list[str] = []
+    make_search([log], ["context"], as_list=False, out=printed.append)("WARN lines logged by inventory")
+    own = sum(" [inventory] " in line for line in log.splitlines())
+    called = sum("[inventory]" not in line and "from inventory" in line for line in log.splitlines())
+    assert f"by how 'inventory' appears in them: '[inventory]' {own}, 'from inventory' " in "\n".join(printed)
+    assert called and read_search("\n".join(printed)).complete is False  # 200 lines, 8 shown
+
+    prose = " ".join(f"The inventory of shop {i} was counted by {name}." for i, name in
+                     enumerate(["Ann", "Bob", "Cy", "Di", "Ed"] * 20)).replace(". ", ".\n")
+    printed.clear()
+    make_search([prose], ["context"], as_list=False, out=printed.append)("inventory counted")
+    assert not any("by how" in line for line in printed)
+
+
+def test_search_lists_lines_with_every_word_apart_from_partial_matches() -> None:
+    from recursa.sandbox._repl_tools import make_search, read_search
+
+    text = "The door code of the blue warehouse is 4471.\nThe door code of the green warehouse is 9150.\nfiller\n"
+    printed: list[str] = []
+    make_search([text], ["context"], as_list=False, out=printed.append)("door code of the purple warehouse")
+    output = "\n".join(printed)
+    assert "Not found anywhere in context: 'purple'" in output
+    report = read_search(output)
+    assert report.absent == ("purple",) and report.complete and len(report.full_lines) == 2
+
+    printed.clear()
+    make_search([text], ["context"], as_list=False, out=printed.append)("blue warehouse door code")
+    output = "\n".join(printed)
+    assert output.index("blue warehouse is 4471") < output.index("Other lines, with some of the words:")
+    assert output.index("Other lines") < output.index("green warehouse is 9150")
+    assert read_search(output).full_lines == ("line 1: The door code of the blue warehouse is 4471.",)

@@ -12,8 +12,8 @@ import math
 import re
 from collections.abc import Callable
 
-__all__ = ["PRELOADED_MODULES", "QUESTION_STOPWORDS", "Lines", "make_search", "number", "preloaded_namespace",
-           "query_terms"]
+__all__ = ["PRELOADED_MODULES", "QUESTION_STOPWORDS", "Lines", "SearchReport", "make_search", "number",
+           "preloaded_namespace", "query_terms", "read_search"]
 
 PRELOADED_MODULES = ("re", "json", "math", "collections", "itertools", "functools", "statistics", "string",
                      "textwrap", "datetime")
@@ -28,6 +28,11 @@ will shall may might must about also just only so such very more most less least
 given say says said named called whether if else one ones
 """.split())
 """Words of a question that say nothing about where its answer is."""
+
+ABSENT_HEADER = "Not found anywhere in context:"
+ALL_WORDS_HEADER = "Lines containing all of"
+OTHER_LINES_HEADER = "Other lines, with some of the words:"
+"""How ``search`` labels its findings; ``read_search`` parses them back for the host's answer checks."""
 
 _WINDOW = 240
 _WORD = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.'-]*[A-Za-z0-9_])?")
@@ -85,6 +90,13 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
     def search(query: str | list[str], max_lines: int = 8) -> Lines:
         """Print how many lines of ``context`` contain each word of ``query`` and the lines that match it
         best (rarest words weigh most); return every line that contains all the words that occur."""
+        def show(items: list[tuple[tuple[int, int], dict[int, int]]]) -> None:
+            for (d, line), hit in items:
+                begin, end = span(d, line)
+                rarest = max(hit, key=lambda t: weights[t])
+                out(f"  {names[d] + ':' if as_list else 'line '}{line + 1}: "
+                    f"{_window(documents[d], begin, end, hit[rarest])}")
+
         terms = query_terms(query)
         if not terms:
             out("search(): no searchable words in the query; pass the distinctive words, e.g. search('error payments')")
@@ -114,18 +126,28 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
             out("No line contains any of these words.")
             return Lines()
         if absent := [terms[t] for t, n in enumerate(per_term) if not n]:
-            out(f"Not found anywhere in context: {', '.join(map(repr, absent))}")
+            out(f"{ABSENT_HEADER} {', '.join(map(repr, absent))}")
         if len(present) > 1:
             words = ", ".join(repr(terms[t]) for t in present)
-            out(f"Lines containing all of {words}: {len(everywhere):,}")
+            out(f"{ALL_WORDS_HEADER} {words}: {len(everywhere):,}")
+            for t in present:
+                if forms := _forms(documents, sorted(everywhere), lines, t, terms[t]):
+                    out(f"  by how {terms[t]!r} appears in them: " + ", ".join(f"{f!r} {n:,}" for f, n in forms))
         ranked = sorted(lines.items(), key=lambda item: (-sum(weights[t] for t in item[1]), item[0]))
-        if ranked:
-            out("Best matching lines:")
-        for (d, line), hit in ranked[:max_lines]:
-            begin, end = span(d, line)
-            rarest = max(hit, key=lambda t: weights[t])
-            out(f"  {names[d] + ':' if as_list else 'line '}{line + 1}: "
-                f"{_window(documents[d], begin, end, hit[rarest])}")
+        if len(present) > 1 and everywhere:
+            # Lines with every word first, under their own heading, so a look-alike that lacks one word is
+            # never read as one of them.
+            full = set(everywhere)
+            shown_lines = [item for item in ranked if item[0] in full][:max_lines]
+            rest = [item for item in ranked if item[0] not in full][:max(0, max_lines - len(shown_lines))]
+            show(shown_lines)
+            if rest:
+                out(OTHER_LINES_HEADER)
+                show(rest)
+        else:
+            if ranked:
+                out("Best matching lines:")
+            show(ranked[:max_lines])
         result = Lines()
         for d, line in sorted(everywhere):
             begin, end = span(d, line)
@@ -135,6 +157,38 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
     return search
 
 
+def _forms(documents: list[str], keys: list[tuple[int, int]], lines: dict[tuple[int, int], dict[int, int]],
+           t: int, term: str) -> list[tuple[str, int]]:
+    """How a word sits in the lines that contain every word, when it sits in a few distinct ways.
+
+    In records a word can fill different fields: ``[inventory]`` (the service that logged) and ``from
+    inventory`` (the one it called). A count of lines that merely contain the word mixes them; showing
+    the forms with their counts lets the code count the one the question means. Prose, where a word's
+    neighbours vary freely, shows nothing."""
+    if len(keys) < 4:
+        return []
+    pattern = _term_pattern(term)
+    counts: dict[str, int] = {}
+    for d, line in keys:
+        text, start = documents[d], lines[(d, line)][t]
+        match = pattern.match(text, start)
+        end = match.end() if match else start + len(term)
+        before, after = text[start - 1:start], text[end:end + 1]
+        if before and not before.isspace() and not before.isalnum():
+            prefix = before
+        else:
+            token = re.search(r"(\S+)[ \t]+$", text[max(0, start - 24):start])
+            prefix = token[1] + " " if token and not any(c.isdigit() for c in token[1]) else ""
+        suffix = after if after and not after.isspace() and not after.isalnum() else ""
+        form = prefix + text[start:end] + suffix
+        counts[form] = counts.get(form, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: -item[1])
+    common = [(form, n) for form, n in ranked[:4] if n >= max(2, len(keys) // 20)]
+    if len(common) < 2 or sum(n for _, n in common) < 0.8 * len(keys):
+        return []
+    return common
+
+
 def _window(text: str, begin: int, end: int, at: int) -> str:
     """The line ``text[begin:end]``, or about ``_WINDOW`` characters of it around offset ``at``."""
     if end - begin <= _WINDOW:
@@ -142,6 +196,32 @@ def _window(text: str, begin: int, end: int, at: int) -> str:
     start = max(begin, min(at - _WINDOW // 3, end - _WINDOW))
     stop = min(end, start + _WINDOW)
     return ("..." if start > begin else "") + text[start:stop].strip() + ("..." if stop < end else "")
+
+
+class SearchReport:
+    """What one ``search`` printed, read back by the host: the words the text never contains, and the lines
+    shown that contain every other word (all of them, when ``complete``)."""
+
+    def __init__(self, absent: tuple[str, ...] = (), full_lines: tuple[str, ...] = (), complete: bool = False):
+        self.absent, self.full_lines, self.complete = absent, full_lines, complete
+
+
+def read_search(output: str) -> SearchReport:
+    """Parse the output of ``search`` (the host's first search) back into its findings."""
+    absent: tuple[str, ...] = ()
+    full: list[str] = []
+    count, listing = None, False
+    for line in output.splitlines():
+        if line.startswith(ABSENT_HEADER):
+            absent = tuple(a or b for a, b in re.findall(r"'([^']*)'|\"([^\"]*)\"", line[len(ABSENT_HEADER):]))
+        elif line.startswith(ALL_WORDS_HEADER):
+            found = re.search(r": ([\d,]+)$", line)
+            count, listing = (int(found[1].replace(",", "")) if found else None), True
+        elif line.startswith(OTHER_LINES_HEADER) or not line.startswith("  "):
+            listing = False
+        elif listing and not line.startswith("  by how "):
+            full.append(line.strip())
+    return SearchReport(absent, tuple(full), complete=count is not None and count == len(full))
 
 
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
