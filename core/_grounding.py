@@ -70,6 +70,9 @@ def check_grounding(answer: str, question: str, evidence: list[str]) -> Groundin
     if (_NEGATIVE.search(text) and not hard) or _YES_NO.match(text):
         return Grounding(None, reason="nothing to check: the answer says it is absent, or yes/no")
     if not claims:
+        # A constant may hold its own name (TERMINATE = "TERMINATE"): printed as a string literal, it is a value.
+        if re.search(rf"""(['"]){re.escape(text)}\1""", haystack):
+            return Grounding(True, reason="the answer is printed as a string value", claims=(text,))
         return Grounding(False, reason="the answer only repeats words of the question")
     if _collapse(text).casefold() in folded:
         return Grounding(True, reason="the answer appears in the output", claims=(text,))
@@ -82,7 +85,10 @@ def check_grounding(answer: str, question: str, evidence: list[str]) -> Groundin
     elif len(missing) * 2 <= len(claims):
         missing = ()
     if missing:
-        return Grounding(False, missing, f"never printed: {', '.join(missing[:5])}", tuple(claims))
+        reason = f"never printed: {', '.join(missing[:5])}"
+        if part := _printed_part(text, haystack):
+            reason += f" (the part that was printed: {part!r})"
+        return Grounding(False, missing, reason, tuple(claims))
     return Grounding(True, reason="every value in the answer appears in the output", claims=tuple(claims))
 
 
@@ -173,6 +179,22 @@ def is_bare_value(line: str, claims: tuple[str, ...]) -> bool:
     text = _normalise(line)
     return bool(claims) and all(_appears(claim, text.casefold(), _numbers(text)) for claim in claims) and (
         len(_TOKEN.findall(text)) <= len(claims))
+
+
+def _printed_part(answer: str, haystack: str) -> str:
+    """The longest run of the answer's tokens that was printed as it stands: the real path inside a made-up
+    absolute one, the value inside an invented sentence."""
+    spans = [m.span() for m in _TOKEN.finditer(answer)][:40]
+    best = ""
+    for i, (start, _) in enumerate(spans):
+        for _, end in reversed(spans[i:]):
+            if end - start <= len(best):
+                break
+            piece = answer[start:end]
+            if re.search(rf"(?<![\w/.]){re.escape(piece)}(?![\w/])", haystack):
+                best = piece
+                break
+    return best if len(_TOKEN.findall(best)) > 1 or len(best) >= 4 else ""
 
 
 def _normalise(answer: str) -> str:

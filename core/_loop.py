@@ -613,7 +613,8 @@ class _Run:
                 value = await self.sandbox.get_variable(final.value)
                 if value is not None:
                     return value, ""
-            return final.value, ""
+            # "...G929-73": the dots of a shortened search line, copied along with the value.
+            return re.sub(r"^(?:\.\.\.|…)(?=\w)", "", final.value.strip()), ""
         value = await self.sandbox.get_variable(final.value)
         if value is None and not final.value.isidentifier():
             return final.value, ""  # FINAL_VAR(42): small models mix the two forms up

@@ -41,6 +41,20 @@ def test_case_tells_a_value_from_its_name() -> None:
     assert check_grounding("DECREASING", "What is the value of DECREASING?", evidence).grounded is False
 
 
+def test_a_constant_holding_its_own_name_is_a_printed_value() -> None:
+    assigned, used = "pool.py:39: TERMINATE = \"TERMINATE\"", "pool.py:656: self._state = TERMINATE"
+    question = "Which value is assigned to TERMINATE?"
+    assert check_grounding("TERMINATE", question, [assigned, used]).grounded is True
+    assert check_grounding("TERMINATE", question, [used]).grounded is False
+
+
+def test_a_refusal_names_the_part_of_the_answer_that_was_printed() -> None:
+    evidence = ["multiprocessing/heap.py:322: class BufferWrapper(object):"]
+    verdict = check_grounding("/usr/lib/python3.8/site-packages/multiprocessing/heap.py",
+                              "Which file defines the class BufferWrapper?", evidence)
+    assert verdict.grounded is False and "the part that was printed: 'multiprocessing/heap.py'" in verdict.reason
+
+
 def test_numbers_match_to_the_answers_precision() -> None:
     assert check_grounding("82388.99", "What is the total?", EVIDENCE).grounded is True
     assert check_grounding("4,342", QUESTION, EVIDENCE).grounded is True

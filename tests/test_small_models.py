@@ -270,3 +270,11 @@ def test_search_lists_lines_with_every_word_apart_from_partial_matches() -> None
     assert output.index("blue warehouse is 4471") < output.index("Other lines, with some of the words:")
     assert output.index("Other lines") < output.index("green warehouse is 9150")
     assert read_search(output).full_lines == ("line 1: The door code of the blue warehouse is 4471.",)
+
+
+async def test_dots_copied_from_a_shortened_search_line_are_not_part_of_the_answer() -> None:
+    context = "Filler. " * 400 + "\nThe door code of the blue warehouse is 4471.\n" + "More. " * 400
+    root = ScriptedLM([code("print(search('door code blue warehouse'))"), "FINAL(...4471)"])
+    result = await small(root, sub=ScriptedLM(lambda messages: "4471")).arun(
+        "What is the door code of the blue warehouse?", context)
+    assert result.answer == "4471" and result.stopped_reason == "final"
