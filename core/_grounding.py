@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from .sandbox._repl_tools import QUESTION_STOPWORDS, query_terms
 
-__all__ = ["Grounding", "agrees", "check_grounding", "extraction_prompt", "is_bare_value", "lookalike",
-           "missing_words", "supporting_lines", "uncovered_lines"]
+__all__ = ["Grounding", "agrees", "check_grounding", "count_doubt", "extraction_prompt", "is_bare_value",
+           "is_form_count", "lookalike", "missing_words", "supporting_lines", "uncovered_lines"]
 
 _TOKEN = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[^\W\d_][\w'-]*[\w]|[^\W\d_]|[\w][\w.\-/]*[\w]")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?$")
@@ -129,6 +129,48 @@ def lookalike(question: str, absent: tuple[str, ...], lines: list[str]) -> tuple
                 if found[1].casefold() not in asked:
                     return f"{first} {word}", found[0]
     return None
+
+
+def count_doubt(answer: str, counts: dict[str, int], all_count: int | None,
+                forms: dict[str, list[tuple[str, int]]]) -> str:
+    """Why a count copied from the host's search may count the wrong lines, or "".
+
+    A number the search printed is a count of *something*: lines with one word, lines with every word, lines
+    where a word has one form. When the answer is the count of lines with just one of several words, or of lines
+    where a word appears in forms that mean different things (``[inventory]`` logged it, ``from inventory``
+    was called by it), it counts more than the question asks."""
+    numbers = _NUMBER_IN_TEXT.findall(answer)
+    if len(numbers) != 1 or all_count is None:
+        return ""
+    n = int(float(numbers[0].replace(",", "")))
+    present = [word for word, count in counts.items() if count]
+    split = "; ".join(f"by how {word!r} appears: " + ", ".join(f"{form!r} {k:,}" for form, k in shapes)
+                      for word, shapes in forms.items())
+    if n == all_count and split:
+        return (f"{n:,} counts the lines that contain {_words(present)} in any form, and those forms mean different "
+                f"things ({split}). Answer with the count of lines whose form matches the question")
+    alone = [word for word in present if counts[word] == n]
+    if len(present) > 1 and n != all_count and alone:
+        return (f"{n:,} is the number of lines that contain {alone[0]!r}, with or without the question's other words; "
+                f"lines that contain all of {_words(present)}: {all_count:,}" + (f" ({split})" if split else "")
+                + ". Answer with the count that matches the whole question")
+    return ""
+
+
+def is_form_count(answer: str, forms: dict[str, list[tuple[str, int]]]) -> bool:
+    """Whether the answer is the count of lines where a word takes one of its forms (as the search showed them)."""
+    numbers = _NUMBER_IN_TEXT.findall(answer)
+    if len(numbers) != 1:
+        return False
+    n = int(float(numbers[0].replace(",", "")))
+    return any(k == n for shapes in forms.values() for _, k in shapes)
+
+
+def _words(words: list[str]) -> str:
+    return ", ".join(map(repr, words))
+
+
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])\d[\d,]*(?:\.0+)?(?![\w.])")
 
 
 def uncovered_lines(claims: tuple[str, ...], full_lines: tuple[str, ...]) -> list[str]:

@@ -26,8 +26,10 @@ from ._grounding import (
     Grounding,
     agrees,
     check_grounding,
+    count_doubt,
     extraction_prompt,
     is_bare_value,
+    is_form_count,
     lookalike,
     missing_words,
     supporting_lines,
@@ -484,9 +486,14 @@ class _Run:
         lines = supporting_lines(verdict.claims, evidence)
         if not lines:
             return Grounding(False, reason="no printed line shows it")
+        report = self.search_report
+        if why := count_doubt(answer, report.counts, report.all_count, report.forms):
+            return Grounding(False, reason=why, may_answer=True)  # even when its own code printed that count
+        if is_form_count(answer, report.forms):
+            return verdict  # the count of lines where a word takes one form: the host counted it
         if any(is_bare_value(line, verdict.claims) for line in lines):
             return verdict  # the model's own code computed and printed exactly this value
-        if doubt := self._second_look(verdict.claims, lines):
+        if doubt := self._second_look(answer, verdict.claims, lines):
             return doubt
         prompt = extraction_prompt(self.question, lines)
         lm = self.rlm.sub
@@ -503,7 +510,7 @@ class _Run:
                        "has nothing about them, say in FINAL(...) that it does not contain the answer")
         return Grounding(False, reason=reason)
 
-    def _second_look(self, claims: tuple[str, ...], lines: list[str]) -> Grounding | None:
+    def _second_look(self, answer: str, claims: tuple[str, ...], lines: list[str]) -> Grounding | None:
         """Checks against what the host's first search found: a look-alike key, or one value of several."""
         report = self.search_report
         if pair := lookalike(self.question, report.absent, lines):

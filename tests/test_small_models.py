@@ -278,3 +278,39 @@ async def test_dots_copied_from_a_shortened_search_line_are_not_part_of_the_answ
     result = await small(root, sub=ScriptedLM(lambda messages: "4471")).arun(
         "What is the door code of the blue warehouse?", context)
     assert result.answer == "4471" and result.stopped_reason == "final"
+
+
+SERVICES_LOG = "\n".join(
+    f"2024-03-01 10:{i // 60 % 60:02d}:{i % 60:02d} {'WARN' if i % 4 == 0 else 'INFO'} "
+    f"[{('inventory', 'auth', 'billing')[i % 3]}] slow response from {('inventory', 'search')[i % 5 == 0]} ({i} ms)"
+    for i in range(3_000))
+OWN_WARNS = sum(" WARN [inventory] " in line for line in SERVICES_LOG.splitlines())
+ANY_WARNS = sum("WARN" in line and "inventory" in line for line in SERVICES_LOG.splitlines())
+
+
+async def test_a_count_of_lines_where_a_word_means_different_things_is_refused_with_the_split_shown() -> None:
+    root = GrammarLM([code("print(len(search('WARN inventory')))"), f"FINAL({ANY_WARNS})", f"FINAL({OWN_WARNS})"])
+    result = await small(root).arun("How many WARN lines did the inventory service write?", SERVICES_LOG)
+    refusal = next(n for n in notices(result) if "not grounded" in n)
+    assert f"{ANY_WARNS:,} counts the lines that contain 'WARN', 'inventory' in any form" in refusal
+    assert f"'[inventory]' {OWN_WARNS:,}" in refusal and root.params[2]["grammar"] == STEP_GRAMMAR
+    assert result.answer == str(OWN_WARNS) and result.stopped_reason == "final"
+
+
+async def test_a_count_of_lines_with_one_of_the_words_is_refused() -> None:
+    warns = sum("WARN" in line for line in SERVICES_LOG.splitlines())
+    root = ScriptedLM([code("print(len(search('WARN')))"), f"FINAL({warns})", f"FINAL({warns})"])
+    result = await small(root).arun("How many WARN lines did the inventory service write?", SERVICES_LOG)
+    assert any(f"{warns:,} is the number of lines that contain 'WARN'" in n for n in notices(result))
+    assert result.grounded is False and result.stopped_reason == "ungrounded"
+
+
+def test_the_hosts_search_output_reads_back_into_its_findings() -> None:
+    from recursa.sandbox._repl_tools import make_search, read_search
+
+    printed: list[str] = []
+    make_search([SERVICES_LOG], ["context"], as_list=False, out=printed.append)("WARN lines of the inventory service")
+    report = read_search("\n".join(printed))
+    assert report.counts["WARN"] == sum("WARN" in line for line in SERVICES_LOG.splitlines())
+    assert report.absent == ("lines", "service") and report.all_count == ANY_WARNS and not report.complete
+    assert dict(report.forms["inventory"])["[inventory]"] == OWN_WARNS

@@ -29,9 +29,11 @@ given say says said named called whether if else one ones
 """.split())
 """Words of a question that say nothing about where its answer is."""
 
+EACH_WORD_HEADER = "Lines containing each word:"
 ABSENT_HEADER = "Not found anywhere in context:"
 ALL_WORDS_HEADER = "Lines containing all of"
 OTHER_LINES_HEADER = "Other lines, with some of the words:"
+FORMS_HEADER = "  by how "
 """How ``search`` labels its findings; ``read_search`` parses them back for the host's answer checks."""
 
 _WINDOW = 240
@@ -121,7 +123,7 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
         everywhere = [key for key, hit in lines.items() if present and all(t in hit for t in present)]
 
         shown = ", ".join(f"{term!r} {n:,}" for term, n in zip(terms, per_term, strict=True))
-        out(f"search({' '.join(terms)!r}) over {total_lines:,} lines. Lines containing each word: {shown}")
+        out(f"search({' '.join(terms)!r}) over {total_lines:,} lines. {EACH_WORD_HEADER} {shown}")
         if not present:
             out("No line contains any of these words.")
             return Lines()
@@ -132,7 +134,7 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
             out(f"{ALL_WORDS_HEADER} {words}: {len(everywhere):,}")
             for t in present:
                 if forms := _forms(documents, sorted(everywhere), lines, t, terms[t]):
-                    out(f"  by how {terms[t]!r} appears in them: " + ", ".join(f"{f!r} {n:,}" for f, n in forms))
+                    out(f"{FORMS_HEADER}{terms[t]!r} appears in them: " + ", ".join(f"{f!r} {n:,}" for f, n in forms))
         ranked = sorted(lines.items(), key=lambda item: (-sum(weights[t] for t in item[1]), item[0]))
         if len(present) > 1 and everywhere:
             # Lines with every word first, under their own heading, so a look-alike that lacks one word is
@@ -199,29 +201,53 @@ def _window(text: str, begin: int, end: int, at: int) -> str:
 
 
 class SearchReport:
-    """What one ``search`` printed, read back by the host: the words the text never contains, and the lines
-    shown that contain every other word (all of them, when ``complete``)."""
+    """What one ``search`` printed, read back by the host for its answer checks: how many lines contain each
+    word, the words the text never contains, how many lines contain every word found (and the ones shown:
+    all of them when ``complete``), and the forms a word takes in those lines."""
 
-    def __init__(self, absent: tuple[str, ...] = (), full_lines: tuple[str, ...] = (), complete: bool = False):
-        self.absent, self.full_lines, self.complete = absent, full_lines, complete
+    def __init__(self, counts: dict[str, int] | None = None, all_count: int | None = None,
+                 full_lines: tuple[str, ...] = (), forms: dict[str, list[tuple[str, int]]] | None = None):
+        self.counts = counts or {}
+        self.all_count = all_count
+        self.full_lines = full_lines
+        self.forms = forms or {}
+
+    @property
+    def absent(self) -> tuple[str, ...]:
+        return tuple(word for word, n in self.counts.items() if n == 0)
+
+    @property
+    def complete(self) -> bool:
+        return self.all_count is not None and self.all_count == len(self.full_lines)
+
+
+_QUOTED_COUNT = re.compile(r"""(?:'([^']*)'|"([^"]*)") ([\d,]+)""")
+
+
+def _quoted_counts(text: str) -> list[tuple[str, int]]:
+    return [(a or b, int(n.replace(",", ""))) for a, b, n in _QUOTED_COUNT.findall(text)]
 
 
 def read_search(output: str) -> SearchReport:
     """Parse the output of ``search`` (the host's first search) back into its findings."""
-    absent: tuple[str, ...] = ()
+    report = SearchReport()
     full: list[str] = []
-    count, listing = None, False
+    listing = False
     for line in output.splitlines():
-        if line.startswith(ABSENT_HEADER):
-            absent = tuple(a or b for a, b in re.findall(r"'([^']*)'|\"([^\"]*)\"", line[len(ABSENT_HEADER):]))
+        if line.startswith("search(") and EACH_WORD_HEADER in line:
+            report.counts = dict(_quoted_counts(line.split(EACH_WORD_HEADER, 1)[1]))
         elif line.startswith(ALL_WORDS_HEADER):
             found = re.search(r": ([\d,]+)$", line)
-            count, listing = (int(found[1].replace(",", "")) if found else None), True
+            report.all_count, listing = (int(found[1].replace(",", "")) if found else None), True
+        elif line.startswith(FORMS_HEADER):
+            word, _, forms = line[len(FORMS_HEADER):].partition(" appears in them: ")
+            report.forms[word.strip("'\"")] = _quoted_counts(forms)
         elif line.startswith(OTHER_LINES_HEADER) or not line.startswith("  "):
             listing = False
-        elif listing and not line.startswith("  by how "):
+        elif listing:
             full.append(line.strip())
-    return SearchReport(absent, tuple(full), complete=count is not None and count == len(full))
+    report.full_lines = tuple(full)
+    return report
 
 
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
