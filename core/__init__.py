@@ -19,6 +19,7 @@ from ._exceptions import (
     PathNotAllowedError,
     RecursaError,
     SandboxError,
+    TraceFormatError,
 )
 from ._lm import LM, Completion, Message, Usage
 from ._local import LocalLlama
@@ -76,6 +77,7 @@ __all__ = [
     "ScriptedLM",
     "Session",
     "SubCallsStarted",
+    "TraceFormatError",
     "Usage",
     "default_lm",
     "load_context",

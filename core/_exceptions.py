@@ -11,7 +11,7 @@
     │   └── LMResponseError   the endpoint answered with something that is not a usable completion
     ├── SandboxError          the REPL worker could not be started or talked to
     ├── ModelInstallError     the embedded local model could not be assembled or verified
-    └── TraceFormatError      a trace file for ``recursa view`` is not a recursa trace (in ``recursa._view``)
+    └── TraceFormatError      a file read as a trace (``read_trace``, ``recursa view``) holds no trace events
 
 A budget running out is not an exception: the run ends with ``Result.stopped_reason`` naming it.
 """
@@ -30,6 +30,7 @@ __all__ = [
     "PathNotAllowedError",
     "RecursaError",
     "SandboxError",
+    "TraceFormatError",
 ]
 
 
@@ -90,3 +91,7 @@ class SandboxError(RecursaError):
 
 class ModelInstallError(RecursaError):
     """The embedded local model could not be assembled or verified."""
+
+
+class TraceFormatError(RecursaError, ValueError):
+    """The file is not a recursa JSONL trace: not one of its lines is an event."""

@@ -10,13 +10,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from ._trace import Event, IterationStarted, LMCalled, RunFinished, SubCallsStarted
+from ._trace import Event, IterationStarted, LMCalled, RunFinished, SubCallsStarted, Tally
 
 __all__ = ["RunProgress"]
 
 
 class RunProgress:
-    """Reads trace events and shows a status line; ``enabled=False`` makes it a no-op.
+    """Feeds trace events to a ``Tally`` and shows its counts as a status line; ``enabled=False`` makes it a no-op.
 
     The line is redrawn ``refresh_per_second`` times a second, not only on events, so its clock keeps
     ticking through a model call that takes a minute. ``console`` (else one on ``file``, else stderr)
@@ -37,11 +37,9 @@ class RunProgress:
         self._refresh_per_second = refresh_per_second
         self._get_time = get_time
         self._started = get_time()
-        self.iteration = 0
-        self.sub_calls = 0
-        self.tokens = 0
-        self.cost_usd = 0.0
+        self.tally = Tally()
         self.last = "starting"
+        """What the run is doing now, in a word or two."""
         self._live: Live | None = None
 
     def __enter__(self) -> RunProgress:
@@ -58,17 +56,13 @@ class RunProgress:
             self._live = None
 
     def update(self, event: Event) -> None:
+        self.tally.update(event)
         if isinstance(event, IterationStarted) and event.depth == 0:
-            self.iteration = event.iteration
             self.last = "thinking"
         elif isinstance(event, SubCallsStarted):
-            self.sub_calls += event.count
             self.last = f"{event.count} sub-call(s)"
-        elif isinstance(event, LMCalled):
-            self.tokens += event.input_tokens + event.output_tokens
-            self.cost_usd += event.cost_usd
-            if event.role == "root":
-                self.last = "running code"
+        elif isinstance(event, LMCalled) and event.role == "root":
+            self.last = "running code"
         elif isinstance(event, RunFinished) and event.depth == 0:
             self.last = event.stopped_reason
         if self._live is not None:
@@ -76,8 +70,10 @@ class RunProgress:
 
     def render(self) -> Text:
         elapsed = self._get_time() - self._started
+        tally = self.tally
+        cached = f" · {tally.cached} cached" if tally.cached else ""
         return Text(
-            f"recursa · iteration {self.iteration} · sub-calls {self.sub_calls} · tokens {self.tokens:,} · "
-            f"${self.cost_usd:.4f} · {elapsed:.0f}s · {self.last}",
+            f"recursa · iteration {tally.iteration} · sub-calls {tally.sub_calls} · tokens {tally.tokens:,}{cached} · "
+            f"${tally.cost_usd:.4f} · {elapsed:.0f}s · {self.last}",
             style="dim",
         )

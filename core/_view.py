@@ -16,18 +16,31 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import RecursaError
+from ._exceptions import TraceFormatError
+from ._text import clip
+from ._trace import (
+    CodeExecuted,
+    Event,
+    IterationStarted,
+    LMCalled,
+    Notice,
+    RunTally,
+    StepTally,
+    SubCallsStarted,
+    Tally,
+    event_from_dict,
+    read_trace,
+)
 
 __all__ = [
     "MAX_FIELD_CHARS",
     "MAX_SUB_PROMPT_CHARS",
-    "TraceFormatError",
     "build_tree",
     "embed_json",
-    "load_events",
     "render_html",
     "write_html",
 ]
@@ -36,149 +49,90 @@ MAX_FIELD_CHARS = 100_000
 """Longer text fields (a huge prompt, say) are cut in the page, saying how much; the JSONL keeps all."""
 MAX_SUB_PROMPT_CHARS = 20_000
 """Sub-call prompts are mostly slices of the context and come by the thousand: they are cut shorter."""
+TraceEvents = Sequence[Event | Mapping[str, Any]]
+"""Events, or their ``to_dict()`` form (read tolerantly: unknown types are left out, missing fields blank)."""
+_CUT = "\n[… {cut:,} more characters not shown here; see the JSONL trace]"
+_CALL_FIELDS = ("model", "prompt", "response", "input_tokens", "output_tokens", "latency_s", "cost_usd", "error", "t",
+                "depth")
+_CODE_FIELDS = ("code", "output", "error", "final", "duration_s", "timed_out", "crashed")
+_FINISHED_FIELDS = ("answer", "stopped_reason", "iterations", "sub_calls", "usage", "cost_usd", "duration_s", "error",
+                    "t")
 
 
-class TraceFormatError(RecursaError, ValueError):
-    """The file is not a recursa JSONL trace."""
+def build_tree(events: TraceEvents, *, max_field_chars: int = MAX_FIELD_CHARS) -> dict[str, Any]:
+    """Group flat events into runs > iterations > (root calls, code, sub-calls, notices, child runs).
 
-
-def load_events(path: str | Path) -> list[dict[str, Any]]:
-    """The events of a JSONL trace as dicts; raises ``TraceFormatError`` when the file is not a trace.
-
-    Lines that are not JSON objects with a ``type`` (a line cut short by a crash) are skipped, as long
-    as some lines are events.
+    The structure and every number come from a ``Tally``; this adds what the page shows of each event,
+    long text cut.
     """
-    events: list[dict[str, Any]] = []
-    bad = 0
-    with Path(path).open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                bad += 1
-                continue
-            if isinstance(event, dict) and isinstance(event.get("type"), str):
-                events.append(event)
-            else:
-                bad += 1
-    if not events:
-        raise TraceFormatError(f"{path} holds no trace events ({bad} unreadable lines); "
-                               "write one with `recursa ask --trace FILE` or RLM.arun(..., trace_path=FILE)")
-    return events
+    tally = Tally()
+    shown: dict[tuple[str, int], dict[str, Any]] = {}  # (run id, iteration) -> what the page shows of it
+
+    def cut(value: Any, limit: int = max_field_chars) -> Any:
+        return clip(value, limit, note=_CUT) if isinstance(value, str) else value
+
+    def picked(event: Event, names: Sequence[str]) -> dict[str, Any]:
+        return {name: cut(getattr(event, name)) for name in names}
+
+    for event in _events(events):
+        tally.update(event)
+        if not hasattr(event, "iteration"):  # a run's start or end: read from the tally below
+            continue
+        step = shown.setdefault((event.run_id, event.iteration), _no_content())  # type: ignore[attr-defined]
+        if isinstance(event, IterationStarted):
+            step["remaining"] = event.remaining or {}
+        elif isinstance(event, LMCalled) and event.role in ("sub", "verify"):  # verify: the answer check
+            call = picked(event, _CALL_FIELDS)
+            call["prompt"] = cut(call["prompt"], min(max_field_chars, MAX_SUB_PROMPT_CHARS))
+            step["subs"].append(call)
+        elif isinstance(event, LMCalled):
+            step["roots"].append(picked(event, _CALL_FIELDS))
+        elif isinstance(event, CodeExecuted):
+            step["code"].append(picked(event, _CODE_FIELDS))
+        elif isinstance(event, SubCallsStarted):
+            step["batches"].append({"count": event.count, "recursive": event.recursive})
+        elif isinstance(event, Notice):
+            step["notices"].append(cut(event.message))
+
+    def run_view(run: RunTally) -> dict[str, Any]:
+        start = run.started
+        return {
+            "id": run.run_id, "depth": run.depth, "t": start.t if start else None,
+            "question": cut(start.question) if start else "", "context": (start.context if start else None) or {},
+            "budget": (start.budget if start else None) or {}, "root_model": start.root_model if start else "",
+            "sub_model": start.sub_model if start else "", "sandbox": (start.sandbox if start else None) or [],
+            "parent": start.parent_run_id if start else None,
+            "iterations": [step_view(run, step) for step in run.steps],
+            "finished": picked(run.finished, _FINISHED_FIELDS) if run.finished else None,
+        }
+
+    def step_view(run: RunTally, step: StepTally) -> dict[str, Any]:
+        content = shown.get((run.run_id, step.iteration)) or _no_content()
+        return {"n": step.iteration, "t": step.t, **content,
+                "children": [run_view(tally.runs[child]) for child in step.children],
+                "tokens": step.usage.total_tokens, "cost_usd": step.cost_usd, "seconds": run.seconds(step)}
+
+    counts = {"events": len(events), "sub_calls": tally.calls["sub"], "code_blocks": tally.code_runs,
+              "runs": tally.runs_started}
+    return {"runs": [run_view(run) for run in tally.top], "counts": counts}
 
 
-def _clip(value: Any, limit: int) -> Any:
-    if isinstance(value, str) and len(value) > limit:
-        return value[:limit] + f"\n[… {len(value) - limit:,} more characters not shown here; see the JSONL trace]"
-    return value
+def _no_content() -> dict[str, Any]:
+    return {"remaining": {}, "roots": [], "code": [], "subs": [], "batches": [], "notices": []}
 
 
-def build_tree(events: list[dict[str, Any]], *, max_field_chars: int = MAX_FIELD_CHARS) -> dict[str, Any]:
-    """Group flat events into runs > iterations > (root calls, code, sub-calls, notices, child runs)."""
-    runs: dict[str, dict[str, Any]] = {}
-    top: list[dict[str, Any]] = []
-    current: dict[str, dict[str, Any]] = {}  # run id -> its latest iteration
-    counts = {"events": len(events), "sub_calls": 0, "code_blocks": 0, "runs": 0}
-
-    def clip(d: dict[str, Any]) -> dict[str, Any]:
-        return {k: _clip(v, max_field_chars) for k, v in d.items()}
-
-    def run_for(event: dict[str, Any]) -> dict[str, Any]:
-        run_id = str(event.get("run_id", ""))
-        if run_id not in runs:  # events of a run whose start is missing (a cut trace): make a stub
-            runs[run_id] = _new_run({"run_id": run_id, "depth": event.get("depth", 0)})
-            top.append(runs[run_id])
-        return runs[run_id]
-
-    def iteration_for(run: dict[str, Any], number: Any, t: float | None = None) -> dict[str, Any]:
-        number = int(number or 0)
-        for it in reversed(run["iterations"]):
-            if it["n"] == number:
-                return it
-        it = {"n": number, "t": t, "remaining": {}, "roots": [], "code": [], "subs": [], "batches": [],
-              "notices": [], "children": []}
-        run["iterations"].append(it)
-        run["iterations"].sort(key=lambda x: x["n"])
-        current[run["id"]] = it
-        return it
-
+def _events(events: TraceEvents) -> list[Event]:
+    """Events as ``Event`` objects; dicts of types this version does not know are left out."""
+    out: list[Event] = []
     for event in events:
-        kind = event["type"]
-        if kind == "run_started":
-            run = _new_run(event)
-            run["question"] = _clip(run["question"], max_field_chars)
-            runs[run["id"]] = run
-            counts["runs"] += 1
-            parent_id = event.get("parent_run_id")
-            if parent_id and parent_id in runs:
-                parent = runs[parent_id]
-                holder = current.get(parent_id) or iteration_for(parent, 0, event.get("t"))
-                holder["children"].append(run)
-            else:
-                top.append(run)
-        elif kind == "iteration_started":
-            it = iteration_for(run_for(event), event.get("iteration"), event.get("t"))
-            it["t"] = event.get("t")
-            it["remaining"] = event.get("remaining") or {}
-        elif kind == "lm_called":
-            it = iteration_for(run_for(event), event.get("iteration"), event.get("t"))
-            call = clip({k: event.get(k) for k in ("model", "prompt", "response", "input_tokens", "output_tokens",
-                                                    "latency_s", "cost_usd", "error", "t", "depth")})
-            if event.get("role") in ("sub", "verify"):  # a verify call is the answer check, sent to the sub-model
-                counts["sub_calls"] += event.get("role") == "sub"
-                call["prompt"] = _clip(call["prompt"], min(max_field_chars, MAX_SUB_PROMPT_CHARS))
-                it["subs"].append(call)
-            else:
-                it["roots"].append(call)
-        elif kind == "code_executed":
-            counts["code_blocks"] += 1
-            it = iteration_for(run_for(event), event.get("iteration"), event.get("t"))
-            it["code"].append(clip({k: event.get(k) for k in ("code", "output", "error", "final", "duration_s",
-                                                               "timed_out", "crashed")}))
-        elif kind == "sub_calls_started":
-            it = iteration_for(run_for(event), event.get("iteration"), event.get("t"))
-            it["batches"].append({"count": event.get("count", 0), "recursive": bool(event.get("recursive"))})
-        elif kind == "notice":
-            it = iteration_for(run_for(event), event.get("iteration"), event.get("t"))
-            it["notices"].append(_clip(str(event.get("message", "")), max_field_chars))
-        elif kind == "run_finished":
-            run = run_for(event)
-            run["finished"] = clip({k: event.get(k) for k in ("answer", "stopped_reason", "iterations", "sub_calls",
-                                                               "usage", "cost_usd", "duration_s", "error", "t")})
-        # unknown event types (from newer versions) are ignored
-    for run in runs.values():
-        _add_step_totals(run)
-    return {"runs": top, "counts": counts}
-
-
-def _new_run(event: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(event.get("run_id", "")), "depth": event.get("depth", 0), "t": event.get("t"),
-        "question": event.get("question", ""), "context": event.get("context") or {},
-        "budget": event.get("budget") or {}, "root_model": event.get("root_model", ""),
-        "sub_model": event.get("sub_model", ""), "sandbox": event.get("sandbox") or [],
-        "parent": event.get("parent_run_id"), "iterations": [], "finished": None,
-    }
-
-
-def _add_step_totals(run: dict[str, Any]) -> None:
-    """Tokens, cost and seconds of each iteration, sub-calls and sub-runs included."""
-    iterations = run["iterations"]
-    end = (run["finished"] or {}).get("t")
-    for i, it in enumerate(iterations):
-        calls = it["roots"] + it["subs"]
-        tokens = sum((c.get("input_tokens") or 0) + (c.get("output_tokens") or 0) for c in calls)
-        cost = sum(c.get("cost_usd") or 0.0 for c in calls)
-        for child in it["children"]:
-            usage = (child["finished"] or {}).get("usage") or {}
-            tokens += usage.get("total_tokens", 0)
-            cost += (child["finished"] or {}).get("cost_usd") or 0.0
-        nxt = iterations[i + 1]["t"] if i + 1 < len(iterations) else end
-        it["tokens"] = tokens
-        it["cost_usd"] = cost
-        it["seconds"] = (nxt - it["t"]) if (nxt is not None and it["t"] is not None) else None
+        if isinstance(event, Event):
+            out.append(event)
+        else:
+            try:
+                out.append(event_from_dict(event))
+            except TraceFormatError:
+                continue
+    return out
 
 
 def embed_json(data: Any) -> str:
@@ -190,7 +144,7 @@ def embed_json(data: Any) -> str:
     return text
 
 
-def render_html(events: list[dict[str, Any]], *, title: str = "recursa trace",
+def render_html(events: TraceEvents, *, title: str = "recursa trace",
                 max_field_chars: int = MAX_FIELD_CHARS) -> str:
     """The whole page as a string."""
     tree = build_tree(events, max_field_chars=max_field_chars)
@@ -201,12 +155,11 @@ def render_html(events: list[dict[str, Any]], *, title: str = "recursa trace",
 
 def write_html(trace: str | Path, output: str | Path) -> str:
     """Render the trace file into ``output``; returns a short description of what it holds."""
-    events = load_events(trace)
+    events = read_trace(trace)
     page = render_html(events, title=f"recursa trace · {Path(trace).name}")
     Path(output).write_text(page, encoding="utf-8")
-    tree = build_tree(events, max_field_chars=0)
-    c = tree["counts"]
-    return (f"{c['runs']} run(s), {c['code_blocks']} code block(s), {c['sub_calls']} sub-call(s), "
+    tally = Tally.of(events)
+    return (f"{tally.runs_started} run(s), {tally.code_runs} code block(s), {tally.calls['sub']} sub-call(s), "
             f"{len(page) / 1e6:.1f} MB")
 
 

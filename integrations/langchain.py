@@ -70,6 +70,7 @@ from recursa import (
 )
 from recursa._files import AllowedRoots, load_files
 from recursa._pricing import cost_of
+from recursa._text import clip
 
 __all__ = [
     "BUDGET_CONFIG_KEY",
@@ -213,19 +214,6 @@ def trace_path_from_config(config: RunnableConfig | None) -> str | None:
     return os.fspath(value) if value is not None else None
 
 
-def _short(text: str | None, limit: int = _SHORT) -> str | None:
-    if text is None or len(text) <= limit:
-        return text
-    return text[:limit] + f"... [{len(text) - limit:,} more characters]"
-
-
-def _tail(text: str | None, limit: int = _SHORT) -> str | None:
-    """The end of a traceback, where its message is."""
-    if text is None or len(text) <= limit:
-        return text
-    return f"[{len(text) - limit:,} characters before] ..." + text[-limit:]
-
-
 def event_payload(event: Event) -> dict[str, Any]:
     """A trace event as a small dict for ``stream_mode="custom"``: no context, prompts or code output.
 
@@ -236,7 +224,7 @@ def event_payload(event: Event) -> dict[str, Any]:
     out: dict[str, Any] = {"source": "recursa", "type": event.type, "run_id": event.run_id, "depth": event.depth}
     if isinstance(event, RunStarted):
         ctx = event.context
-        out.update(question=_short(event.question), root_model=event.root_model, sub_model=event.sub_model,
+        out.update(question=clip(event.question, _SHORT), root_model=event.root_model, sub_model=event.sub_model,
                    context={k: ctx.get(k) for k in ("type", "total_chars", "documents")},
                    parent_run_id=event.parent_run_id)
     elif isinstance(event, IterationStarted):
@@ -244,19 +232,19 @@ def event_payload(event: Event) -> dict[str, Any]:
     elif isinstance(event, LMCalled):
         out.update(role=event.role, model=event.model, iteration=event.iteration, input_tokens=event.input_tokens,
                    output_tokens=event.output_tokens, latency_s=round(event.latency_s, 3),
-                   cost_usd=event.cost_usd, error=_short(event.error))
+                   cost_usd=event.cost_usd, error=clip(event.error, _SHORT))
     elif isinstance(event, SubCallsStarted):
         out.update(iteration=event.iteration, count=event.count, recursive=event.recursive)
     elif isinstance(event, CodeExecuted):
         out.update(iteration=event.iteration, code_chars=len(event.code), output_chars=len(event.output),
-                   error=_tail(event.error), final=event.final is not None, duration_s=round(event.duration_s, 3),
-                   timed_out=event.timed_out, crashed=event.crashed)
+                   error=clip(event.error, _SHORT, end=True), final=event.final is not None,
+                   duration_s=round(event.duration_s, 3), timed_out=event.timed_out, crashed=event.crashed)
     elif isinstance(event, Notice):
-        out.update(iteration=event.iteration, message=_short(event.message))
+        out.update(iteration=event.iteration, message=clip(event.message, _SHORT))
     elif isinstance(event, RunFinished):
-        out.update(answer=_short(event.answer, 1000), stopped_reason=event.stopped_reason,
+        out.update(answer=clip(event.answer, 1000), stopped_reason=event.stopped_reason,
                    iterations=event.iterations, sub_calls=event.sub_calls, usage=event.usage,
-                   cost_usd=event.cost_usd, duration_s=round(event.duration_s, 3), error=_short(event.error))
+                   cost_usd=event.cost_usd, duration_s=round(event.duration_s, 3), error=clip(event.error, _SHORT))
     return out
 
 

@@ -60,6 +60,8 @@ from recursa import (
     SubCallsStarted,
     Usage,
 )
+from recursa._text import clip
+from recursa._trace import Tally
 
 from .langchain import (
     BUDGET_CONFIG_KEY,
@@ -216,46 +218,43 @@ def _fingerprint(question: str, context: Context) -> str:
 # -- the node ------------------------------------------------------------------------------------------------
 
 
-def _short(text: str | None, limit: int = 200) -> str | None:
-    if text is None or len(text) <= limit:
-        return text
-    return text[:limit] + f"... [{len(text) - limit:,} more characters]"
-
-
-def _tail(text: str | None, limit: int = 200) -> str | None:
-    if text is None or len(text) <= limit:
-        return text
-    return f"[{len(text) - limit:,} characters before] ..." + text[-limit:]
+_SHORT = 200
+"""How many characters of an output, error or notice the trace summary keeps."""
 
 
 def trace_summary(result: Result | None) -> list[dict[str, Any]]:
-    """One small dict per root iteration of ``result``'s run: tokens, code blocks, output, sub-calls."""
-    if result is None:
+    """One small dict per root iteration of ``result``'s run: tokens, code blocks, output, sub-calls.
+
+    The numbers are the run's ``Tally`` (sub-runs of ``rlm_query`` count in their parent's sub-calls); the
+    texts are the last output and error, and the notices, of each step.
+    """
+    run = Tally.of(result.trace).runs.get(result.run_id) if result is not None else None
+    if run is None:
         return []
     rows: dict[int, dict[str, Any]] = {}
 
     def row(iteration: int) -> dict[str, Any]:
-        return rows.setdefault(iteration, {"iteration": iteration, "input_tokens": 0, "output_tokens": 0,
-                                           "code_blocks": 0, "output": None, "error": None, "sub_calls": 0})
+        if iteration not in rows:
+            step = run.step(iteration)
+            rows[iteration] = {"iteration": iteration, "input_tokens": step.root_usage.input_tokens,
+                               "output_tokens": step.root_usage.output_tokens, "code_blocks": step.code_runs,
+                               "output": None, "error": None, "sub_calls": step.sub_calls}
+        return rows[iteration]
 
-    for e in result.trace:
-        if e.run_id != result.run_id:
-            continue  # sub-runs (rlm_query) are counted in their parent's sub_calls
+    for e in result.trace:  # type: ignore[union-attr]
+        if e.run_id != run.run_id:
+            continue
         if isinstance(e, LMCalled) and e.role == "root":
             r = row(e.iteration)
-            r["input_tokens"] += e.input_tokens
-            r["output_tokens"] += e.output_tokens
-            if e.error:
-                r["error"] = _short(e.error)
+            r["error"] = clip(e.error, _SHORT) or r["error"]
         elif isinstance(e, CodeExecuted):
             r = row(e.iteration)
-            r["code_blocks"] += 1
-            r["output"] = _short(e.output)
-            r["error"] = _tail(e.error) or r["error"]
+            r["output"] = clip(e.output, _SHORT)
+            r["error"] = clip(e.error, _SHORT, end=True) or r["error"]
         elif isinstance(e, SubCallsStarted):
-            row(e.iteration)["sub_calls"] += e.count
+            row(e.iteration)
         elif isinstance(e, Notice):
-            row(e.iteration).setdefault("notices", []).append(_short(e.message))
+            row(e.iteration).setdefault("notices", []).append(clip(e.message, _SHORT))
     return [rows[i] for i in sorted(rows)]
 
 

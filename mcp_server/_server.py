@@ -21,19 +21,10 @@ from urllib.request import url2pathname
 
 import anyio
 from pydantic import BaseModel, Field
-from recursa import (
-    LM,
-    RLM,
-    Budget,
-    Event,
-    IterationStarted,
-    LMCalled,
-    RecursaError,
-    RunStarted,
-    SubCallsStarted,
-)
+from recursa import LM, RLM, Budget, Event, IterationStarted, RecursaError, RunStarted
 from recursa import Context as RecursaContext
 from recursa._defaults import uses_local_model
+from recursa._trace import Tally
 
 from ._paths import AllowedRoots, Limits, PathError, gather_context, server_roots
 from ._registry import ContextRegistry, OpenContext, TraceStore, UnknownContext
@@ -147,28 +138,26 @@ class ClosedContext(BaseModel):
 
 
 class _Progress:
-    """Turns core events into MCP progress notifications: one when the run starts, one per root iteration."""
+    """Turns core events into MCP progress notifications: one when the run starts, one per root iteration.
+
+    The counts come from a ``Tally`` fed the events in order, so each message says what was spent by then.
+    """
 
     def __init__(self, max_iterations: int) -> None:
         self.total = float(max_iterations)
-        self.sub_calls = 0
-        self.tokens = 0
-        self.cost_usd = 0.0
+        self.tally = Tally()
 
     def update(self, event: Event) -> tuple[float, str] | None:
-        if isinstance(event, SubCallsStarted):
-            self.sub_calls += event.count
-        elif isinstance(event, LMCalled):
-            self.tokens += event.input_tokens + event.output_tokens
-            self.cost_usd += event.cost_usd
-        elif isinstance(event, RunStarted) and event.depth == 0:
+        tally = self.tally
+        tally.update(event)
+        if isinstance(event, RunStarted) and event.depth == 0:
             chars = event.context.get("total_chars", 0)
             docs = event.context.get("documents", 1)
             return 0.0, f"Started: {docs} document(s), {chars:,} characters; root model {event.root_model}."
-        elif isinstance(event, IterationStarted) and event.depth == 0:
+        if isinstance(event, IterationStarted) and event.depth == 0:
             return float(event.iteration), (
-                f"Iteration {event.iteration} of at most {int(self.total)}: {self.sub_calls} sub-call(s), "
-                f"{self.tokens:,} tokens, ${self.cost_usd:.4f} so far."
+                f"Iteration {event.iteration} of at most {int(self.total)}: {tally.sub_calls} sub-call(s), "
+                f"{tally.tokens:,} tokens, ${tally.cost_usd:.4f} so far."
             )
         return None
 

@@ -19,7 +19,7 @@ PUBLIC_API = [
     "Message", "ModelInstallError", "ModelNotFoundError", "Notice", "OpenAIChat", "PathNotAllowedError", "Price",
     "RecursaError",
     "ReplSandbox", "Result", "RLM", "RunFinished", "RunStarted", "SandboxError", "SandboxLimits", "ScriptedLM",
-    "Session", "SubCallsStarted", "Usage", "default_lm", "load_context", "read_trace",
+    "Session", "SubCallsStarted", "TraceFormatError", "Usage", "default_lm", "load_context", "read_trace",
 ]
 
 

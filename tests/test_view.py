@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from recursa import RLM, Budget, ScriptedLM
-from recursa._view import TraceFormatError, build_tree, embed_json, load_events, render_html, write_html
+from recursa import RLM, Budget, ScriptedLM, TraceFormatError, read_trace
+from recursa._view import build_tree, embed_json, render_html, write_html
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -44,7 +44,7 @@ def real_trace(tmp_path: Path) -> Path:
 
 
 def test_tree_groups_iterations_sub_calls_and_sub_runs(real_trace: Path) -> None:
-    tree = build_tree(load_events(real_trace))
+    tree = build_tree(read_trace(real_trace))
     assert len(tree["runs"]) == 1
     run = tree["runs"][0]
     assert run["finished"]["answer"] == "gammaword is the answer" and run["root_model"] == "root-model"
@@ -68,7 +68,7 @@ def test_embedded_json_cannot_close_the_script_element() -> None:
 
 
 def test_page_is_self_contained(real_trace: Path) -> None:
-    page = render_html(load_events(real_trace))
+    page = render_html(read_trace(real_trace))
     assert page.count("</script>") == 2  # the data element and the code element, nothing from the trace
     for outside in ("http://", "https://", "<link", "src=", "@import"):
         assert outside not in page, outside
@@ -82,14 +82,14 @@ def test_long_fields_are_cut_with_a_note() -> None:
     assert output.startswith("y" * 100) and "400 more characters" in output
 
 
-def test_load_events_skips_a_cut_line_and_refuses_non_traces(real_trace: Path, tmp_path: Path) -> None:
+def test_read_trace_skips_a_cut_line_and_refuses_non_traces(real_trace: Path, tmp_path: Path) -> None:
     cut = tmp_path / "cut.jsonl"
     cut.write_text(real_trace.read_text() + '{"type": "lm_ca')
-    assert len(load_events(cut)) == len(load_events(real_trace))
+    assert len(read_trace(cut)) == len(read_trace(real_trace))
     other = tmp_path / "other.jsonl"
     other.write_text('{"hello": 1}\n[1, 2]\n')
     with pytest.raises(TraceFormatError, match="holds no trace events"):
-        load_events(other)
+        read_trace(other)
 
 
 def big_trace(sub_calls: int) -> list[dict]:

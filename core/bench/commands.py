@@ -143,7 +143,8 @@ def view(
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
 ) -> None:
     """Render a trace as one self-contained HTML page (works offline): iterations, code, output, sub-calls."""
-    from .._view import TraceFormatError, write_html
+    from .._exceptions import TraceFormatError
+    from .._view import write_html
 
     if not trace.is_file():
         _fail(f"no trace file at {trace}", 2)

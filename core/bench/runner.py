@@ -33,7 +33,8 @@ from .._context import Context, load_context
 from .._exceptions import LMError, RecursaError
 from .._lm import LM, Usage
 from .._loop import RLM, Result, run_sync
-from .._trace import IterationStarted, LMCalled, RunFinished, RunStarted, TraceWriter
+from .._text import clip
+from .._trace import Event, IterationStarted, LMCalled, RunFinished, RunStarted, Tally, TraceWriter
 from .tasks import TASKS, BenchCase, format_chars
 
 __all__ = [
@@ -314,7 +315,7 @@ class _CaseRunner:
         return {
             "task": case.task, "length": case.length, "seed": case.seed, "method": method,
             "kind": case.kind, "score": round(case.score(prediction), 4),
-            "answer": _clip(prediction), "gold": case.gold,
+            "answer": clip(prediction, 2_000, note="… [{cut:,} more characters]"), "gold": case.gold,
             "input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens,
             "total_tokens": result.usage.total_tokens, "cost_usd": round(result.cost_usd, 6),
             "seconds": round(seconds, 2), "stopped_reason": result.stopped_reason, "grounded": result.grounded,
@@ -327,18 +328,20 @@ class _CaseRunner:
     async def _base(self, case: BenchCase, trace_path: Path) -> tuple[Result, dict[str, Any]]:
         """Ask the model directly with the start of the context; shrink the window if it says too long."""
         writer = TraceWriter(trace_path)
+        tally = Tally()
         run_id = uuid.uuid4().hex[:12]
         started = time.monotonic()
         room = max(1_000, self.window - len(case.question) - 400)
-        events: list[Any] = []
+        events: list[Event] = []
 
-        def emit(event: Any) -> None:
+        def emit(event: Event) -> None:
             events.append(event)
+            tally.update(event)
             writer.write(event)
 
         emit(RunStarted(run_id=run_id, question=case.question, context=load_context(case.context).describe(200),
                         budget={"window_chars": self.window}, root_model=self.root.model, sub_model=""))
-        usage, cost, answer, error, attempt, reason = Usage(), 0.0, None, None, 0, "error"
+        answer, error, attempt, reason = None, None, 0, "error"
         try:
             while True:
                 attempt += 1
@@ -361,20 +364,17 @@ class _CaseRunner:
                         continue
                     error = str(exc)
                     break
-                usage, cost = usage + completion.usage, cost + completion.cost_usd
                 answer, reason = completion.text.strip(), "final"
-                emit(LMCalled(run_id=run_id, role="root", model=completion.model or self.root.model,
-                              iteration=attempt, prompt=prompt, response=completion.text,
-                              input_tokens=completion.usage.input_tokens,
-                              output_tokens=completion.usage.output_tokens,
-                              latency_s=time.monotonic() - call_started, cost_usd=completion.cost_usd))
+                emit(LMCalled.answered(completion, run_id=run_id, role="root", model=self.root.model,
+                                       iteration=attempt, prompt=prompt, latency_s=time.monotonic() - call_started))
                 break
         finally:
             duration = time.monotonic() - started
             emit(RunFinished(run_id=run_id, answer=answer, stopped_reason=reason, iterations=attempt, sub_calls=0,
-                             usage=usage.to_dict(), cost_usd=cost, duration_s=duration, error=error))
+                             usage=tally.usage.to_dict(), cost_usd=tally.cost_usd, duration_s=duration, error=error))
             writer.close()
-        result = Result(answer, reason, attempt, 0, usage, cost, duration, run_id, events, error)
+        result = Result(answer=answer, stopped_reason=reason, iterations=attempt, sub_calls=0, usage=tally.usage,
+                        cost_usd=tally.cost_usd, duration_s=duration, run_id=run_id, trace=events, error=error)
         total = _as_text(case.context, None)[1]
         return result, {"context_chars_seen": min(room, total), "truncated": room < total}
 
@@ -388,10 +388,5 @@ def _as_text(context: str | Context, limit: int | None) -> tuple[str, int]:
 
 
 def _error_result(message: str) -> Result:
-    return Result(None, "error", 0, 0, Usage(), 0.0, 0.0, "", [], message)
-
-
-def _clip(text: str | None, limit: int = 2_000) -> str | None:
-    if text is None or len(text) <= limit:
-        return text
-    return text[:limit] + f"… [{len(text) - limit:,} more characters]"
+    return Result(answer=None, stopped_reason="error", iterations=0, sub_calls=0, usage=Usage(), cost_usd=0.0,
+                  duration_s=0.0, run_id="", error=message)
