@@ -37,5 +37,5 @@ def descendants(pid: int) -> list[int]:
 
 
 def workers_of(pid: int) -> list[int]:
-    """REPL worker processes (``_worker.py``) started, directly or not, by process ``pid``."""
-    return [p for p in descendants(pid) if "_worker.py" in cmdline(p)]
+    """REPL worker processes (``python -I -S .../sandbox/_worker``) started, directly or not, by process ``pid``."""
+    return [p for p in descendants(pid) if "sandbox/_worker" in cmdline(p)]
