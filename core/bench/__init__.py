@@ -9,7 +9,8 @@ for the methods ``base``, ``rlm`` and ``rlm-no-sub`` and writes results, a summa
 from .lookup import LOOKUP_KINDS, LookupCase, make_lookup, score_lookup
 from .oolong import OolongCase, make_oolong, score_comparison, score_label, score_numeric
 from .pairs import PairsCase, make_pairs, score_pairs
-from .runner import METHODS, BenchRun, arun_bench, run_bench
+from .results import METHODS, BenchRun
+from .runner import arun_bench, run_bench
 from .sniah import SniahCase, make_sniah, score_exact
 from .tasks import TASKS, BenchCase, Task
 

@@ -12,12 +12,14 @@ from typing import Annotated
 
 import typer
 
+from .results import METHODS
+
 __all__ = ["bench", "parse_list", "parse_seeds", "view"]
 
 _DEFAULT_TASKS = "sniah,oolong,oolong-pairs"
 _DEFAULT_LENGTHS = "8K,32K"
 _DEFAULT_SEEDS = "0,1,2"
-_DEFAULT_METHODS = "base,rlm,rlm-no-sub"
+_DEFAULT_METHODS = ",".join(METHODS)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -79,7 +81,7 @@ def bench(
     from .._budget import Budget
     from .._defaults import make_models
     from .._exceptions import RecursaError
-    from .runner import METHODS, run_bench
+    from .runner import run_bench
     from .tasks import TASKS, parse_chars
 
     try:

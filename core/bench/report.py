@@ -10,17 +10,14 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .results import BenchRun, method_key
 from .tasks import format_chars
-
-if TYPE_CHECKING:
-    from .runner import BenchRun
 
 __all__ = ["PLOT_FILES", "Cell", "summarize", "summary_markdown", "write_plots", "write_report"]
 
 PLOT_FILES = ("score_vs_length.png", "cost_per_query.png")
-_METHOD_ORDER = ("base", "rlm", "rlm-no-sub")
 
 
 @dataclass(frozen=True)
@@ -44,10 +41,6 @@ class Cell:
     all_seconds: tuple[float, ...]
 
 
-def _method_key(method: str) -> tuple[int, str]:
-    return (_METHOD_ORDER.index(method) if method in _METHOD_ORDER else len(_METHOD_ORDER), method)
-
-
 def summarize(rows: Iterable[dict[str, Any]]) -> list[Cell]:
     """Group rows by (task, length, method) and average them, in task, length, method order."""
     groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
@@ -67,7 +60,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[Cell]:
             tuple(r["total_tokens"] for r in group), tuple(r["seconds"] for r in group),
         ))
     task_order = {t: i for i, t in enumerate(dict.fromkeys(c.task for c in cells))}
-    return sorted(cells, key=lambda c: (task_order[c.task], c.length, _method_key(c.method)))
+    return sorted(cells, key=lambda c: (task_order[c.task], c.length, method_key(c.method)))
 
 
 def summary_markdown(
@@ -79,7 +72,7 @@ def summary_markdown(
 ) -> str:
     """A markdown report: the commands that produced the rows, the models, a score and a cost table."""
     cells = summarize(rows)
-    methods = sorted({c.method for c in cells}, key=_method_key)
+    methods = sorted({c.method for c in cells}, key=method_key)
     models = sorted({str(r.get("model")) for r in rows})
     subs = sorted({str(r["sub_model"]) for r in rows if r.get("sub_model")})
     lines = [f"# {title}", ""]
@@ -165,7 +158,7 @@ def write_plots(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Pat
     tasks = list(dict.fromkeys(c.task for c in cells))
     if not tasks:
         return []
-    methods = sorted({c.method for c in cells}, key=_method_key)
+    methods = sorted({c.method for c in cells}, key=method_key)
     width = 4.2 * len(tasks) + 0.8
 
     score_fig = _pyplot_free_figure(figsize=(width, 3.8), layout="constrained")

@@ -9,6 +9,7 @@ Methods:
 
 Every case writes a JSONL trace under ``out_dir/traces/`` (``recursa view`` renders it) and one line
 in ``out_dir/results.jsonl`` keyed by (task, length, seed, method); a rerun skips keys already there.
+``METHODS``, the rows and ``BenchRun`` live in ``results``, which the report shares.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,69 +35,22 @@ from .._lm import LM, Usage
 from .._loop import RLM, Result, run_sync
 from .._text import clip
 from .._trace import Event, IterationStarted, LMCalled, RunFinished, RunStarted, Tally, TraceWriter
+from .report import write_report
+from .results import METHODS, RESULTS_FILE, BenchRun, load_results, method_key
 from .tasks import TASKS, BenchCase, format_chars
 
-__all__ = [
-    "DEFAULT_BASE_WINDOW_CHARS",
-    "METHODS",
-    "BenchRun",
-    "CaseKey",
-    "arun_bench",
-    "base_window",
-    "load_results",
-    "run_bench",
-]
+__all__ = ["DEFAULT_BASE_WINDOW_CHARS", "arun_bench", "base_window", "run_bench"]
 
-METHODS = ("base", "rlm", "rlm-no-sub")
 DEFAULT_BASE_WINDOW_CHARS = 400_000
 """The base method's window for models that do not say theirs (about 100K tokens of prose)."""
-RESULTS_FILE = "results.jsonl"
 COMMANDS_FILE = "commands.txt"
 _PROMPT_TOO_LONG = re.compile(r"too long|context length|context_length|maximum context|context window", re.I)
 _BASE_SYSTEM = ("Answer the question about the text the user gives you. Reply with the answer only, "
                 "in the form the question asks for.")
 
-CaseKey = tuple[str, int, int, str]
-"""(task, length, seed, method): what identifies a case in ``results.jsonl``."""
-
-
-@dataclass
-class BenchRun:
-    """What a benchmark run did and where it wrote it."""
-
-    rows: list[dict[str, Any]]
-    """One result row per requested case (finished earlier or now), in run order. The summary covers
-    every row in ``results.jsonl``, also those of earlier runs with other tasks or lengths."""
-    ran: int
-    """Cases run now."""
-    skipped: int
-    """Cases skipped because ``results.jsonl`` already had them."""
-    out_dir: Path
-    results_path: Path
-    summary_path: Path | None = None
-    plot_paths: list[Path] = field(default_factory=list)
-    plot_error: str | None = None
-    """Why plots were not drawn (e.g. matplotlib missing), if so."""
-
-
 def base_window(root: LM, base_window_chars: int | None = None) -> int:
     """How many characters of context the ``base`` method shows the model."""
     return base_window_chars or getattr(root, "context_chars", None) or DEFAULT_BASE_WINDOW_CHARS
-
-
-def load_results(path: Path) -> dict[CaseKey, dict[str, Any]]:
-    """Rows of a ``results.jsonl`` by case key; a later row for the same key wins, broken lines are skipped."""
-    rows: dict[CaseKey, dict[str, Any]] = {}
-    if not path.exists():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-            key = (str(row["task"]), int(row["length"]), int(row["seed"]), str(row["method"]))
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by a crash: that case simply runs again
-        rows[key] = row
-    return rows
 
 
 def run_bench(
@@ -211,8 +164,6 @@ async def arun_bench(
     rows = [done[k] for k in order]
     run = BenchRun(rows, len(pending), len(order) - len(pending), out, results_path)
     commands = _remember_command(out / COMMANDS_FILE, command)
-    from .report import write_report
-
     # The report covers every case in results.jsonl, so runs that add lengths or tasks accumulate.
     write_report(run, _sorted_rows(load_results(results_path).values()), commands=commands, plots=plots,
                  notes=notes)
@@ -220,12 +171,12 @@ async def arun_bench(
 
 
 def _sorted_rows(rows: Any) -> list[dict[str, Any]]:
-    tasks, methods = list(TASKS), list(METHODS)
+    tasks = list(TASKS)
 
     def key(row: dict[str, Any]) -> tuple[Any, ...]:
-        task, method = row["task"], row["method"]
+        task = row["task"]
         return (tasks.index(task) if task in tasks else len(tasks), task, row["length"], row["seed"],
-                methods.index(method) if method in methods else len(methods), method)
+                *method_key(row["method"]))
 
     return sorted(rows, key=key)
 
