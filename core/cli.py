@@ -251,15 +251,37 @@ def mcp(
     base_url: BaseUrlOption = None,
     api_key: ApiKeyOption = None,
     sampling: Annotated[bool, typer.Option("--sampling", help="Use the MCP client's own model.")] = False,
+    no_client_roots: Annotated[
+        bool, typer.Option("--no-client-roots", help="Ignore the directories the MCP client offers as roots.")
+    ] = False,
+    max_inline_chars: Annotated[
+        int | None, typer.Option(metavar="N", help="Longest inline text a tool accepts (default 200,000).")
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option(metavar="LEVEL", help="Server log level: DEBUG, INFO, WARNING or ERROR.")
+    ] = "WARNING",
 ) -> None:
-    """Serve recursa's tools over MCP (stdio by default) for Claude Desktop, Claude Code and IDEs."""
+    """Serve recursa's tools over MCP (stdio by default) for Claude Desktop, Claude Code and IDEs.
+
+    python -m recursa.mcp_server runs this same command.
+    """
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        _fail(f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}", 2)
     try:
-        from .mcp_server import serve
-    except ImportError as exc:
+        from .mcp_server import Limits, PathError, serve
+    except ImportError as exc:  # the mcp SDK is missing; the message says how to install it
         _fail(str(exc))
         return
-    serve(transport="http" if http else "stdio", host=host, port=port, roots=root, model=model,
-          sub_model=sub_model, base_url=base_url, api_key=api_key, use_client_sampling=sampling)
+    options: dict[str, Any] = {"log_level": log_level, "use_client_roots": not no_client_roots}
+    if max_inline_chars:
+        options["limits"] = Limits(max_inline_chars=max_inline_chars)
+    try:
+        serve(transport="http" if http else "stdio", host=host, port=port, roots=root, model=model,
+              sub_model=sub_model, base_url=base_url, api_key=api_key, use_client_sampling=sampling, **options)
+    except (PathError, RecursaError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command("serve")
