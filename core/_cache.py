@@ -34,18 +34,20 @@ import hashlib
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from ._lm import LM, Completion, Message, Usage
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = ["CacheStats", "CachedLM", "LMCache", "default_cache_dir", "resolve_cache", "with_cache"]
 
@@ -217,6 +219,8 @@ class LMCache:
         """
 
         def work(con: sqlite3.Connection) -> int:
+            import sqlite3
+
             with _write(con):
                 removed = con.execute("DELETE FROM calls").rowcount
                 con.execute("UPDATE counters SET value = 0")
@@ -250,6 +254,8 @@ class LMCache:
     def _run(self, work: Callable[[sqlite3.Connection], T], fallback: T, *, strict: bool = False) -> T:
         """``work`` on this process's connection, one thread at a time. A cache that fails is switched off for
         this process with one warning, and ``fallback`` returned (``strict`` raises instead)."""
+        import sqlite3  # here, not at the top: a run that caches nothing never loads it
+
         with self._lock:
             if self._broken and not strict:
                 return fallback
@@ -266,6 +272,8 @@ class LMCache:
                 return fallback
 
     def _open(self) -> sqlite3.Connection:
+        import sqlite3
+
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Created private: entries hold what models said about the user's documents.
         with contextlib.suppress(FileExistsError):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ._exceptions import ContextError
 
 if TYPE_CHECKING:
-    from ._files import Manifest
+    from ._files import LoadLimits, Manifest
 
 __all__ = ["Context", "ContextSource", "load_context"]
 
@@ -120,12 +120,14 @@ def load_context(
     return ctx
 
 
-def load_paths(specs: Sequence[str], *, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> Context:
+def load_paths(
+    specs: Sequence[str], *, include: Sequence[str] = (), exclude: Sequence[str] = (), limits: LoadLimits | None = None
+) -> Context:
     """Load the CLI's ``--context`` arguments: files, directories, globs, or ``-`` for stdin."""
     from ._files import load_files
 
     files = [s for s in specs if s != "-"]
-    ctx = load_files(files, include=include, exclude=exclude) if files else Context([])
+    ctx = load_files(files, include=include, exclude=exclude, limits=limits) if files else Context([])
     if "-" in specs:
         text = _decode_bytes(sys.stdin.buffer.read(), "<stdin>")
         ctx = Context([text, *ctx.documents], ["<stdin>", *ctx.names], [{"source": "stdin"}, *ctx.metadata],

@@ -21,18 +21,20 @@ resource carry its ``to_dict()``.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pathspec
+from typing import TYPE_CHECKING, Any
 
 from ._context import Context
 from ._exceptions import ContextError, ContextTooLargeError, PathNotAllowedError
+
+if TYPE_CHECKING:
+    import pathspec
 
 __all__ = ["AllowedRoots", "LoadLimits", "LoadedFile", "Manifest", "Skipped", "load_files"]
 
@@ -68,9 +70,8 @@ REASONS: dict[str, str] = {
 }
 """Why a file or directory was left out: the key recorded in ``Skipped.reason``, and its wording."""
 
-_SECRET_FILES = pathspec.GitIgnoreSpec.from_lines(
-    [".env", ".env.*", "!.env.example", "!.env.sample", "!.env.template", ".netrc", "*.pem", "*.key",
-     "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519"])
+_SECRET_PATTERNS = (".env", ".env.*", "!.env.example", "!.env.sample", "!.env.template", ".netrc", "*.pem", "*.key",
+                    "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519")
 """Files a directory walk leaves out even when no ignore rule does: their content would go to a model provider.
 Named directly (``--context .env``), they are loaded."""
 _GLOB_CHARS = frozenset("*?[")
@@ -358,7 +359,7 @@ class _Loader:
             raise ContextError(f"No file matches the glob {spec!r}.")
         self.as_list = True
         walk = self.new_walk(real)
-        walk.pattern = pathspec.GitIgnoreSpec.from_lines(["/" + "/".join(pattern)])
+        walk.pattern = _gitignore(["/" + "/".join(pattern)])
         walk.max_depth = None if "**" in pattern else len(pattern)
         before = self.matched + len(self.links)
         self.walk(walk)
@@ -424,7 +425,7 @@ class _Loader:
                 lines.extend(data.decode("utf-8", errors="replace").splitlines())
         if not lines:
             return []
-        return [_Rules(anchor, pathspec.GitIgnoreSpec.from_lines(lines))]
+        return [_Rules(anchor, _gitignore(lines))]
 
     def walk(self, walk: _Walk) -> None:
         stack: list[tuple[Path, str, list[_Rules]]] = [(walk.top, "", walk.rules)]
@@ -490,7 +491,7 @@ class _Loader:
         """Why the walk leaves ``rel`` (relative to the walk's top; a directory ends with ``/``) out, if it does."""
         if _ignored(rules, walk.rules_prefix + rel):
             return "ignored"
-        if not directory and _SECRET_FILES.match_file(rel.rsplit("/", 1)[-1]):
+        if not directory and _secret_files().match_file(rel.rsplit("/", 1)[-1]):
             return "secret"
         if self.exclude is not None and self.exclude.match_file(rel):
             return "excluded"
@@ -606,8 +607,20 @@ def load_files(
 # -- helpers ------------------------------------------------------------------------------------------
 
 
+def _gitignore(lines: Iterable[str]) -> pathspec.PathSpec:
+    """Gitignore-style rules; ``pathspec`` is imported here, only when there is something to match (a walk, a glob)."""
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+@functools.cache
+def _secret_files() -> pathspec.PathSpec:
+    return _gitignore(_SECRET_PATTERNS)
+
+
 def _spec(patterns: Sequence[str]) -> pathspec.PathSpec | None:
-    return pathspec.GitIgnoreSpec.from_lines(patterns) if patterns else None
+    return _gitignore(patterns) if patterns else None
 
 
 def _ignored(rules: list[_Rules], rel: str) -> bool:

@@ -49,7 +49,6 @@ import anyio.to_thread
 
 from ._exceptions import LMError, ModelInstallError
 from ._lm import Completion, Message, Usage
-from ._model_store import EMBEDDED_MODEL, ensure_model, model_path
 
 try:
     import fcntl
@@ -129,7 +128,7 @@ class LocalLlama:
         self.n_gpu_layers = n_gpu_layers
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self.model = model or (self._model_path.stem if self._model_path else EMBEDDED_MODEL.name)
+        self.model = model or (self._model_path.stem if self._model_path else _store().EMBEDDED_MODEL.name)
 
     def __repr__(self) -> str:
         return f"LocalLlama(model={self.model!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads})"
@@ -145,7 +144,7 @@ class LocalLlama:
 
     def cache_endpoint(self) -> str:
         """What a cached answer of this model is keyed by: the model file and window, not a URL."""
-        path = self._model_path or model_path()
+        path = self._model_path or _store().model_path()
         return f"local:{path.name}:n_ctx={self.n_ctx}"
 
     def load(self) -> None:
@@ -212,18 +211,25 @@ class LocalLlama:
             )
 
     def _loaded(self) -> _Loaded:
-        path = self._model_path or model_path()
+        path = self._model_path or _store().model_path()
         key = (str(path.resolve()), self.n_ctx)
         with _MODELS_LOCK:
             if key not in _MODELS:
-                model_path().parent.mkdir(parents=True, exist_ok=True)  # holds the lock files
+                _store().model_path().parent.mkdir(parents=True, exist_ok=True)  # holds the lock files
                 if self._model_path is None:
-                    ensure_model(progress=sys.stderr.isatty())
+                    _store().ensure_model(progress=sys.stderr.isatty())
                 elif not path.is_file():
                     raise ModelInstallError(f"No model file at {path}.")
                 _check_build(path)
                 _MODELS[key] = _load(path, self.n_ctx, self.n_threads, self.n_gpu_layers)
             return _MODELS[key]
+
+
+def _store() -> Any:
+    """The model store (assembling and verifying the model file), imported only once a local model is used."""
+    from . import _model_store
+
+    return _model_store
 
 
 def _import_llama_cpp() -> Any:
@@ -253,7 +259,7 @@ def _check_build(path: Path) -> None:
     lib = Path(llama_cpp.__file__).parent / "lib"
     build = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in lib.glob("*") if f.is_file())
     key = json.dumps({"llama_cpp": llama_cpp.__version__, "lib": build, "model": path.name})
-    stamp = model_path().parent / "llama-cpp-build-ok.json"
+    stamp = _store().model_path().parent / "llama-cpp-build-ok.json"
     with suppress(OSError):
         if stamp.read_text() == key:
             return
@@ -333,7 +339,7 @@ def _degenerate(text: str) -> bool:
 @contextmanager
 def _decoding_turn(cancelled: threading.Event, model: str) -> Iterator[None]:
     """Hold the machine-wide decoding lock (a file in the model cache); give up if the call is cancelled."""
-    with open(model_path().parent / "decoding.lock", "a") as fh:
+    with open(_store().model_path().parent / "decoding.lock", "a") as fh:
         while fcntl is not None:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

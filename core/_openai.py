@@ -9,14 +9,16 @@ once, since waiting cannot fix them. Each retry is logged on the ``recursa.retri
 (silent in a library unless the application shows it; the CLI prints it on stderr). SDK errors become
 recursa's ``LMError`` family with one-sentence, actionable messages that never contain the API key.
 
-``openai`` is imported on first use, so ``import recursa`` stays fast.
+Requests go out through ``httpx`` directly rather than the ``openai`` SDK: a chat completion is one JSON
+POST, and importing the SDK (its hundreds of type modules) took half a second, twice everything else
+between ``recursa ask`` and its first request. The wire format is the SDK's: the same JSON body
+(``extra_body`` merged into it), ``Authorization: Bearer``, and OpenAI's error bodies read the same way.
+``httpx`` itself is imported on the first request, so ``import recursa`` stays fast.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import functools
 import json
 import logging
 import os
@@ -34,7 +36,7 @@ from ._lm import Completion, Message, Usage
 from ._pricing import Price, price_for
 
 if TYPE_CHECKING:
-    import openai
+    import httpx
 
 __all__ = ["OpenAIChat"]
 
@@ -48,6 +50,22 @@ PLACEHOLDER_KEY = "no-key-needed"
 
 _RETRY_STATUSES = frozenset({408, 429})
 _NO_RETRY_CODES = frozenset({"insufficient_quota"})  # a 429 that waiting will not fix
+_KEEPALIVE = 64
+"""Idle connections kept open per client: a wave of concurrent sub-calls finds them warm instead of each
+opening a new one (the run's concurrency limit, not the pool, decides how many are in flight)."""
+
+
+class _StatusError(Exception):
+    """The endpoint answered with an HTTP error status; ``body`` is its JSON (or text), ``code`` OpenAI's code."""
+
+    def __init__(self, status: int, body: Any, headers: Mapping[str, str]) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status_code = status
+        self.body = body
+        self.headers = headers
+        inner = body.get("error") if isinstance(body, Mapping) else None
+        code = inner.get("code") if isinstance(inner, Mapping) else None
+        self.code = str(code) if code else None
 
 
 class OpenAIChat:
@@ -98,7 +116,7 @@ class OpenAIChat:
         self.max_backoff_s = max_backoff_s
         self.prices: dict[str, Price] | None = dict(prices) if prices is not None else None
         self.default_params: dict[str, Any] = default_params
-        self._client: openai.AsyncOpenAI | None = None
+        self._client: httpx.AsyncClient | None = None
         self._client_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
     def __repr__(self) -> str:
@@ -129,11 +147,12 @@ class OpenAIChat:
         """
         client = self._get_client()
         request = self._build_request(messages, {**self.default_params, **params})
+        body = _encode(request)
         attempt = 0
         while True:
             started = time.monotonic()
             try:
-                response = await client.chat.completions.create(**request)
+                response = await self._post(client, body)
             except json.JSONDecodeError as exc:
                 raise LMResponseError(
                     f"model {request['model']!r} at {self.url} sent a reply that is not valid JSON ({exc}); "
@@ -141,7 +160,7 @@ class OpenAIChat:
                     model=request["model"],
                 ) from exc
             except Exception as exc:
-                if not _is_openai_error(exc):
+                if not _is_transport_error(exc):
                     raise
                 delay = self._retry_delay(exc, attempt)
                 if delay is None:
@@ -169,7 +188,7 @@ class OpenAIChat:
         """Close the underlying HTTP connections; the client reopens them if used again."""
         client, self._client, self._client_loop = self._client, None, None
         if client is not None:
-            await client.close()
+            await client.aclose()
 
     async def __aenter__(self) -> OpenAIChat:
         return self
@@ -179,8 +198,8 @@ class OpenAIChat:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _get_client(self) -> openai.AsyncOpenAI:
-        """The SDK client, created on first use and again whenever the event loop changes.
+    def _get_client(self) -> httpx.AsyncClient:
+        """The HTTP client, created on first use and again whenever the event loop changes.
 
         Connection pools belong to the loop that opened them; sync wrappers that run each call in a
         fresh loop would otherwise reuse dead connections.
@@ -194,16 +213,34 @@ class OpenAIChat:
                 "or pass base_url= for a local server that needs none",
                 model=self.model,
             )
-        import openai
+        import httpx
 
-        self._client = openai.AsyncOpenAI(
-            api_key=self._api_key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0
+        self._client = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {self._api_key}", "Content-Type": "application/json",
+                     "Accept": "application/json", "User-Agent": "recursa"},
+            timeout=httpx.Timeout(self.timeout_s),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=_KEEPALIVE),
+            # Plain http needs no TLS: skip loading the CA bundle (~50 ms); https verifies as always.
+            verify=not self.url.startswith("http://"),
         )
         self._client_loop = weakref.ref(loop) if loop is not None else None
         return self._client
 
+    async def _post(self, client: httpx.AsyncClient, body: bytes) -> Any:
+        """One attempt: the parsed JSON reply, or ``_StatusError`` / an ``httpx`` transport error."""
+        response = await client.post(f"{self.url}/chat/completions", content=body)
+        if response.status_code >= 400:
+            try:
+                detail: Any = response.json()
+            except ValueError:
+                detail = response.text
+            raise _StatusError(response.status_code, detail, response.headers)
+        if "json" not in response.headers.get("content-type", "application/json"):
+            return response.text  # an HTML error page or the like: "not a chat completion", showing its start
+        return json.loads(response.content)
+
     def _build_request(self, messages: list[Message], params: dict[str, Any]) -> dict[str, Any]:
-        """Keyword arguments for ``chat.completions.create``: SDK parameters plus ``extra_body``."""
+        """The JSON body of a chat-completions request: model, messages, the parameters, ``extra_body`` merged in."""
         if params.get("stream"):
             raise ValueError("OpenAIChat.complete does not stream; drop stream=True")
         params.pop("stream", None)
@@ -212,39 +249,30 @@ class OpenAIChat:
             # OpenAI's reasoning models reject max_tokens; max_completion_tokens works for every model.
             if "max_tokens" in params and "max_completion_tokens" not in params:
                 params["max_completion_tokens"] = params.pop("max_tokens")
-        known = _sdk_parameters()
-        request: dict[str, Any] = {"model": model, "messages": messages}
         extra_body = dict(params.pop("extra_body", None) or {})
-        for name, value in params.items():
-            if name in known:
-                request[name] = value
-            else:
-                extra_body[name] = value
-        if extra_body:
-            request["extra_body"] = extra_body
-        return request
+        return {"model": model, "messages": messages, **params, **extra_body}
 
     def _retry_delay(self, exc: Exception, attempt: int) -> float | None:
         """Seconds to wait before retrying ``exc``, or ``None`` when it must not be retried."""
         if attempt >= self.max_retries or not _is_retryable(exc):
             return None
-        headers = getattr(getattr(exc, "response", None), "headers", None)
+        headers = exc.headers if isinstance(exc, _StatusError) else None
         return backoff_delay(
             attempt, base_s=self.backoff_s, max_s=self.max_backoff_s, retry_after_s=_retry_after(headers)
         )
 
     def _to_lm_error(self, exc: Exception, model: str, attempts: int) -> LMError:
-        """Translate an SDK error into recursa's error family, with the key redacted."""
-        import openai
+        """Translate a failed attempt into recursa's error family, with the key redacted."""
+        import httpx
 
         tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
-        if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc, httpx.TimeoutException):
             return LMTimeoutError(
                 f"model {model!r} at {self.url} did not answer within {self.timeout_s:g}s ({tries}); "
                 "raise timeout_s= or check that the server is not overloaded",
                 model=model,
             )
-        if isinstance(exc, openai.APIConnectionError):
+        if isinstance(exc, httpx.TransportError):
             if (host := _unresolved_host(exc, self.url)) is not None:
                 return LMConnectionError(
                     f"could not resolve the host {host!r} of {self.url} for model {model!r}: check the "
@@ -257,8 +285,8 @@ class OpenAIChat:
                 "is the server running and is base_url right?",
                 model=model,
             )
-        if isinstance(exc, openai.APIStatusError):
-            status, detail, code = exc.status_code, self._redact(_error_message(exc)), _error_code(exc)
+        if isinstance(exc, _StatusError):
+            status, detail, code = exc.status_code, self._redact(_error_message(exc)), exc.code
             if status == 404 or code == "model_not_found":
                 return ModelNotFoundError(
                     f"model {model!r} is not served by {self.url}: {detail} "
@@ -286,36 +314,29 @@ class OpenAIChat:
                 f"{self.url} rejected the request for model {model!r} (HTTP {status}): {detail}",
                 model=model,
             )
-        if isinstance(exc, openai.APIResponseValidationError):
-            return LMResponseError(
-                f"model {model!r} at {self.url} sent a reply that is not a chat completion: "
-                f"{self._redact(str(exc))}",
-                model=model,
-            )
         return LMError(f"model {model!r} at {self.url} failed: {self._redact(str(exc))}", model=model)
 
     def _to_completion(self, response: Any, model: str, messages: list[Message]) -> Completion:
-        """Check that ``response`` is a usable chat completion and turn it into a ``Completion``."""
-        from openai.types.chat import ChatCompletion
-
+        """Check that ``response`` (the parsed JSON) is a usable chat completion and turn it into a ``Completion``."""
         where = f"model {model!r} at {self.url}"
-        if not isinstance(response, ChatCompletion):
+        if not isinstance(response, Mapping):
             raise LMResponseError(
-                f"{where} sent a reply that is not a chat completion: {str(response)[:200]!r}", model=model
+                f"{where} sent a reply that is not a chat completion: {self._redact(str(response))[:200]!r}",
+                model=model,
             )
-        choices = response.choices
+        choices = response.get("choices")
         if not isinstance(choices, list) or not choices:
-            error = getattr(response, "error", None)  # some servers put an error in a 200 reply
+            error = response.get("error")  # some servers put an error in a 200 reply
             said = f": {self._redact(str(error.get('message', error)))[:300]}" if isinstance(error, Mapping) else ""
             raise LMResponseError(f"{where} sent a completion with no choices{said}", model=model)
-        choice = choices[0]
-        message = getattr(choice, "message", None)
-        content = getattr(message, "content", None)
+        choice = choices[0] if isinstance(choices[0], Mapping) else {}
+        message = choice.get("message") if isinstance(choice.get("message"), Mapping) else {}
+        content = message.get("content")
         if isinstance(content, list):  # some servers send content parts
             content = "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
         if not isinstance(content, str):
-            finish = getattr(choice, "finish_reason", None)
-            refusal = getattr(message, "refusal", None)
+            finish = choice.get("finish_reason")
+            refusal = message.get("refusal")
             if refusal:
                 reason = f"the model refused: {refusal}"
             elif finish == "length":
@@ -324,19 +345,20 @@ class OpenAIChat:
                 reason = f"finish_reason={finish}"
             raise LMResponseError(f"{where} sent a completion without text content: {reason}", model=model)
         # Some servers send no usage, or nonsense: estimate it then, so token budgets still hold.
-        usage = _usage(getattr(response, "usage", None)) or Usage.estimate(messages, content)
-        served = response.model if isinstance(response.model, str) and response.model else model
+        usage = _usage(response.get("usage")) or Usage.estimate(messages, content)
+        served = response.get("model")
+        served = served if isinstance(served, str) and served else model
         price = price_for(model, self.prices) or price_for(served, self.prices)
         cost = price.cost(usage) if price is not None else 0.0
         return Completion(text=content, usage=usage, cost_usd=cost, model=served)
 
     def _describe(self, exc: Exception) -> str:
         """What went wrong, in a few words, for a retry notice."""
-        import openai
+        import httpx
 
-        if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc, httpx.TimeoutException):
             return f"no answer from {self.url} within {self.timeout_s:g}s"
-        if isinstance(exc, openai.APIStatusError):
+        if isinstance(exc, _StatusError):
             return f"HTTP {exc.status_code} from {self.url}"
         cause = self._redact(str(exc.__cause__ or exc)) or type(exc).__name__
         return f"connection to {self.url} failed ({cause})"
@@ -370,19 +392,20 @@ def backoff_delay(
     return ceiling * (0.5 + fraction / 2)
 
 
-def _is_openai_error(exc: Exception) -> bool:
-    import openai
+def _is_transport_error(exc: Exception) -> bool:
+    """An attempt that failed on the way: an error status, or a request that did not get through."""
+    import httpx
 
-    return isinstance(exc, openai.APIError)
+    return isinstance(exc, _StatusError | httpx.RequestError)
 
 
 def _is_retryable(exc: Exception) -> bool:
-    import openai
+    import httpx
 
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+    if isinstance(exc, httpx.TransportError):  # includes timeouts
         return not any(isinstance(cause, socket.gaierror) for cause in _causes(exc))
-    if isinstance(exc, openai.APIStatusError):
-        if _error_code(exc) in _NO_RETRY_CODES:
+    if isinstance(exc, _StatusError):
+        if exc.code in _NO_RETRY_CODES:
             return False
         return exc.status_code in _RETRY_STATUSES or exc.status_code >= 500
     return False
@@ -402,6 +425,8 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
             pass
     value = headers.get("retry-after")
     if value:
+        import email.utils
+
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
@@ -410,7 +435,7 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     return None
 
 
-def _error_message(exc: openai.APIStatusError) -> str:
+def _error_message(exc: _StatusError) -> str:
     """The server's own words: ``error.message`` from the JSON body, else the start of the body."""
     body = exc.body
     if isinstance(body, Mapping):
@@ -420,12 +445,7 @@ def _error_message(exc: openai.APIStatusError) -> str:
             return str(message)
     if isinstance(body, str) and body.strip():
         return body.strip()[:300]
-    return str(exc.message or exc)
-
-
-def _error_code(exc: Exception) -> str | None:
-    code = getattr(exc, "code", None)
-    return str(code) if code else None
+    return f"HTTP {exc.status_code} with no explanation"
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -484,19 +504,16 @@ def _usage(usage: Any) -> Usage | None:
     return Usage(input_tokens=counts[0], output_tokens=counts[1])
 
 
+def _encode(request: dict[str, Any]) -> bytes:
+    """The request as UTF-8 JSON; text with lone surrogates (undecodable bytes a REPL read) goes as ``\\u`` escapes."""
+    try:
+        return json.dumps(request, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(request).encode()
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:  # not asyncio (trio): one client for the object's lifetime
         return None
-
-
-@functools.cache
-def _sdk_parameters() -> frozenset[str]:
-    """Keyword arguments ``chat.completions.create`` accepts in the installed SDK version."""
-    import inspect
-
-    from openai.resources.chat.completions import AsyncCompletions
-
-    names = set(inspect.signature(AsyncCompletions.create).parameters)
-    return frozenset(names - {"self", "messages", "model"})

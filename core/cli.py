@@ -143,10 +143,12 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the answer.")] = False,
     cache: CacheOption = None,
     cache_dir: CacheDirOption = None,
+    max_context_mb: Annotated[float | None, typer.Option(
+        metavar="MB", help="Most MiB of files to read (default 512, and 128 for one file).")] = None,
 ) -> None:
     """Answer QUESTION over the given context with the RLM loop."""
     try:
-        ctx = load_paths(context, include=include or (), exclude=exclude or ())
+        ctx = load_paths(context, include=include or (), exclude=exclude or (), limits=_load_limits(max_context_mb))
         if ctx.manifest is not None:  # what was read and what was skipped, and why (the full list is in the trace)
             typer.echo(f"recursa: context: {ctx.manifest.summary()}", err=True)
         root, sub = make_models(model, sub_model, base_url, api_key)
@@ -176,6 +178,16 @@ def ask(
                        "treat it as a guess.", err=True)
         elif result.stopped_reason != "final":
             typer.echo(f"recursa: stopped by {result.stopped_reason}; the answer is the model's best guess.", err=True)
+
+
+def _load_limits(max_context_mb: float | None) -> Any:
+    """``--max-context-mb``: one bound for the whole context and for any one file in it."""
+    if max_context_mb is None:
+        return None
+    from ._files import LoadLimits
+
+    limit = int(max_context_mb * 2**20)
+    return LoadLimits(max_file_bytes=limit, max_total_bytes=limit)
 
 
 def _result_json(result: Result) -> dict[str, Any]:
@@ -393,6 +405,8 @@ def model_path_cmd() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    # httpx imports its own command line (click, rich, pygments: ~45 ms) when it can; this process never runs it.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     try:
         app()
     except RecursaError as exc:
