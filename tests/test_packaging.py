@@ -71,6 +71,7 @@ def test_built_wheel_imports_and_runs(tmp_path: Path) -> None:
     for expected in ("recursa/__init__.py", "recursa/prompts/rlm.md", "recursa/sandbox/_worker.py",
                      "recursa/integrations/langgraph.py", "recursa/integrations/llamaindex.py",
                      "recursa/mcp_server/__init__.py", "recursa/serve/__init__.py", "recursa/bench/sniah.py",
+                     "recursa/viewer/page.html", "recursa/viewer/page.css", "recursa/viewer/page.js",
                      "recursa/py.typed"):
         assert expected in names, f"{expected} missing from {wheel.name}"
     target = tmp_path / "site"
