@@ -38,11 +38,11 @@ from llama_index.core.schema import NodeWithScore  # noqa: E402
 from llama_index.core.tools import QueryEngineTool  # noqa: E402
 from pydantic import Field  # noqa: E402
 from recursa import RLM, LMError, ScriptedLM  # noqa: E402
+from recursa._sources import SourceFinder  # noqa: E402
 from recursa.integrations.llamaindex import (  # noqa: E402
     LlamaIndexLM,
     RLMQueryEngine,
     RLMStreamingResponse,
-    _SourceFinder,
 )
 
 NEEDLE = "The access code for the east vault is 4417-XJ, issued by the night shift supervisor on duty."
@@ -400,7 +400,7 @@ def _random_texts(n: int, length: int, seed: int = 0) -> list[str]:
 
 def test_source_finder_counts_a_run_of_40_characters_but_not_39() -> None:
     texts = _random_texts(20, 500)
-    finder = _SourceFinder(texts, [f"n{i}x" for i in range(20)])
+    finder = SourceFinder(texts, [f"n{i}x" for i in range(20)])
     for start in range(0, 60):  # every alignment against the windows
         assert finder.find(["..." + texts[5][start:start + 40] + "..."]) .keys() == {5}
         assert finder.find(["..." + texts[5][start:start + 39] + "..."]) == {}
@@ -411,7 +411,7 @@ def test_source_finder_short_texts_names_listings_and_boilerplate() -> None:
     header = "CONFIDENTIAL shipping manifest, standard terms and conditions apply to every entry. "
     texts = [header + t for t in _random_texts(40, 300)] + ["tiny note ok", "no"]
     names = [f"node-{i:03d}" for i in range(42)]
-    finder = _SourceFinder(texts, names)
+    finder = SourceFinder(texts, names)
     assert finder.find([header * 3]) == {}  # shared by 40 nodes: boilerplate, nobody's source
     assert finder.find(["result: tiny note ok!"]) == {40: 1.0}
     assert finder.find(["no"]) == {}  # too short to tell
@@ -423,7 +423,7 @@ def test_source_finder_short_texts_names_listings_and_boilerplate() -> None:
 def test_source_finder_is_fast_on_a_large_corpus() -> None:
     texts = _random_texts(2_000, 1_000, seed=1)  # 2 MB of text
     started = time.monotonic()
-    finder = _SourceFinder(texts, [f"doc-{i}" for i in range(2_000)])
+    finder = SourceFinder(texts, [f"doc-{i}" for i in range(2_000)])
     observed = [f"prompt {i}: " + texts[i] for i in range(0, 2_000, 2)]  # half the corpus, 1 MB
     found = finder.find(observed)
     assert found.keys() == set(range(0, 2_000, 2)) and set(found.values()) == {1.0}
