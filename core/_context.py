@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import ContextError
 
 if TYPE_CHECKING:
-    from ._files import LoadLimits, Manifest
+    from ._files import FileText, LoadLimits, Manifest
 
 __all__ = ["Context", "ContextSource", "load_context"]
 
@@ -24,29 +23,43 @@ ContextSource = "str | bytes | os.PathLike[str] | Sequence[str | os.PathLike[str
 _SNIFF_BYTES = 8192
 
 
-@dataclass
 class Context:
     """The documents a run reasons over; the REPL sees them as ``context``.
 
     One document becomes ``context: str``; several become ``context: list[str]`` with their names in
     ``context_names`` and their metadata in ``context_metadata``.
+
+    A large file loaded from a path is checked (UTF-8, not binary, its length) but not kept in memory: the
+    REPL worker gets it by a file-to-file copy, so the host never holds a 4 GB context. ``documents`` still
+    returns every text; for such a file, asking for it reads it then.
     """
 
-    documents: list[str]
-    names: list[str] = field(default_factory=list)
-    metadata: list[dict[str, Any]] = field(default_factory=list)
-    as_list: bool = False
-    """Show the REPL a list even when there is a single document (it came from a directory or list)."""
-    manifest: Manifest | None = None
-    """For a context read from files: what was loaded, what was left out and why (``recursa._files``)."""
+    def __init__(
+        self,
+        documents: Sequence[str | FileText] = (),
+        names: Sequence[str] | None = None,
+        metadata: Sequence[dict[str, Any]] | None = None,
+        as_list: bool = False,
+        manifest: Manifest | None = None,
+    ) -> None:
+        self.parts: list[str | FileText] = list(documents)
+        """The documents as given: texts, and files checked but not read (``recursa._files.FileText``)."""
+        self.names: list[str] = list(names) if names else [f"doc{i}" for i in range(len(self.parts))]
+        self.metadata: list[dict[str, Any]] = list(metadata) if metadata else [{} for _ in self.parts]
+        self.as_list = as_list or len(self.parts) > 1
+        """Show the REPL a list even when there is a single document (it came from a directory or list)."""
+        self.manifest = manifest
+        """For a context read from files: what was loaded, what was left out and why (``recursa._files``)."""
 
-    def __post_init__(self) -> None:
-        if not self.names:
-            self.names = [f"doc{i}" for i in range(len(self.documents))]
-        if not self.metadata:
-            self.metadata = [{} for _ in self.documents]
-        if len(self.documents) > 1:
-            self.as_list = True
+    def __repr__(self) -> str:
+        return f"Context({len(self.parts)} document(s), {self.total_chars:,} characters, as_list={self.as_list})"
+
+    @property
+    def documents(self) -> list[str]:
+        """Every document's text (files that were only checked are read now, and kept)."""
+        if any(not isinstance(part, str) for part in self.parts):
+            self.parts = [part if isinstance(part, str) else part.read() for part in self.parts]
+        return self.parts  # type: ignore[return-value]
 
     @property
     def skipped(self) -> list[str]:
@@ -54,8 +67,13 @@ class Context:
         return [str(s) for s in self.manifest.skipped] if self.manifest is not None else []
 
     @property
+    def lengths(self) -> list[int]:
+        """Characters in each document, without reading files that were only checked."""
+        return [len(part) if isinstance(part, str) else part.chars for part in self.parts]
+
+    @property
     def total_chars(self) -> int:
-        return sum(len(d) for d in self.documents)
+        return sum(self.lengths)
 
     @property
     def value(self) -> str | list[str]:
@@ -65,13 +83,13 @@ class Context:
     def describe(self, preview_chars: int = 500) -> dict[str, Any]:
         """Metadata about the context, never its text beyond a preview: the root model is shown parts of it,
         and ``RunStarted`` carries all of it (the file manifest included) into the trace."""
-        lengths = [len(d) for d in self.documents]
-        first = self.documents[0] if self.documents else ""
+        lengths = self.lengths
+        first = self.parts[0] if self.parts else ""
         info: dict[str, Any] = {
             "type": "list[str]" if self.as_list else "str",
             "total_chars": sum(lengths),
             "documents": len(lengths),
-            "preview": first[:preview_chars],
+            "preview": first[:preview_chars] if isinstance(first, str) else first.head(preview_chars),
         }
         if self.as_list:
             info["lengths"] = lengths
@@ -79,6 +97,31 @@ class Context:
         if self.manifest is not None:
             info["manifest"] = self.manifest.to_dict()
         return info
+
+    def write_utf8(self, path: str) -> list[tuple[int, int]]:
+        """Write every document, UTF-8, one after another, into a new private file; return each one's byte span.
+
+        Texts are encoded a slice at a time and checked files copied file to file by the kernel, so writing
+        a context never needs a second copy of it in memory.
+        """
+        spans = []
+        pos = 0
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "wb") as out:
+            for part in self.parts:
+                start = pos
+                if isinstance(part, str):
+                    for i in range(0, len(part), _ENCODE_CHARS):
+                        pos += out.write(part[i : i + _ENCODE_CHARS].encode("utf-8", "surrogatepass"))
+                else:
+                    out.flush()
+                    pos += part.copy_to(out.fileno())
+                    out.seek(pos)
+                spans.append((start, pos))
+        return spans
+
+
+_ENCODE_CHARS = 1 << 24
 
 
 def load_context(
@@ -114,7 +157,7 @@ def load_context(
             raise ContextError("A context list must hold only strings (texts) or only paths (pathlib.Path).")
     else:
         raise ContextError(f"Cannot use a {type(source).__name__} as a context; pass str, bytes, Path or a list.")
-    if not ctx.documents or ctx.total_chars == 0:
+    if not ctx.parts or ctx.total_chars == 0:
         hint = f" ({ctx.manifest.skipped_text()})" if ctx.manifest is not None and ctx.manifest.skipped else ""
         raise ContextError(f"The context is empty{hint}: give recursa some text to reason over.")
     return ctx
@@ -130,8 +173,8 @@ def load_paths(
     ctx = load_files(files, include=include, exclude=exclude, limits=limits) if files else Context([])
     if "-" in specs:
         text = _decode_bytes(sys.stdin.buffer.read(), "<stdin>")
-        ctx = Context([text, *ctx.documents], ["<stdin>", *ctx.names], [{"source": "stdin"}, *ctx.metadata],
-                      as_list=ctx.as_list or bool(ctx.documents), manifest=ctx.manifest)
+        ctx = Context([text, *ctx.parts], ["<stdin>", *ctx.names], [{"source": "stdin"}, *ctx.metadata],
+                      as_list=ctx.as_list or bool(ctx.parts), manifest=ctx.manifest)
     return load_context(ctx)
 
 

@@ -21,6 +21,7 @@ resource carry its ``to_dict()``.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import os
 import stat
@@ -36,7 +37,7 @@ from ._exceptions import ContextError, ContextTooLargeError, PathNotAllowedError
 if TYPE_CHECKING:
     import pathspec
 
-__all__ = ["AllowedRoots", "LoadLimits", "LoadedFile", "Manifest", "Skipped", "load_files"]
+__all__ = ["AllowedRoots", "FileText", "LoadLimits", "LoadedFile", "Manifest", "Skipped", "load_files"]
 
 _SKIP_DIRS: dict[str, str] = {
     ".git": "vcs", ".hg": "vcs", ".svn": "vcs",
@@ -76,6 +77,10 @@ _SECRET_PATTERNS = (".env", ".env.*", "!.env.example", "!.env.sample", "!.env.te
 Named directly (``--context .env``), they are loaded."""
 _GLOB_CHARS = frozenset("*?[")
 _SNIFF_BYTES = 8192
+_HOLD_BYTES = 4 * 2**20
+"""Files up to this size are read into memory when loaded; larger ones are checked and left on disk (``FileText``)."""
+_CHUNK = 2**20
+_PREVIEW_CHARS = 4096
 _MAX_IGNORE_FILE_BYTES = 1 << 20
 _O_SAFE = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -169,6 +174,115 @@ class Manifest:
         if len(skipped) < len(self.skipped):
             out["skipped_left_out"] = len(self.skipped) - len(skipped)
         return out
+
+
+@dataclass(frozen=True)
+class FileText:
+    """A UTF-8 text file checked when it was loaded (no NUL byte, valid UTF-8, its length) but not kept in memory.
+
+    ``Context`` holds one in place of the text of a large file: the REPL worker gets the file by a kernel copy,
+    and the host reads it only if someone asks for ``Context.documents``. Either raises ``ContextError`` when the
+    file is no longer the one that was checked (replaced, grown or edited since).
+    """
+
+    path: str
+    bytes: int
+    chars: int
+    preview: str
+    """Its first characters (up to 4,096), for ``Context.describe``."""
+    identity: tuple[int, int, int, int]
+    """``(st_dev, st_ino, st_size, st_mtime_ns)`` when it was checked."""
+
+    def head(self, chars: int) -> str:
+        return self.preview[:chars] if chars <= len(self.preview) else self.read()[:chars]
+
+    def read(self) -> str:
+        """The whole text."""
+        fd = self._open()
+        try:
+            with open(fd, "rb", closefd=False) as f:
+                data = f.read(self.bytes)
+        finally:
+            os.close(fd)
+        return data.decode("utf-8")
+
+    def copy_to(self, out_fd: int) -> int:
+        """Append the file's bytes at ``out_fd``'s position, copied by the kernel; returns how many were copied."""
+        fd = self._open()
+        copied = 0
+        try:
+            while copied < self.bytes:
+                try:
+                    step = os.copy_file_range(fd, out_fd, self.bytes - copied)
+                except (AttributeError, OSError):  # no copy_file_range (kernel, platform, file system): plain copy
+                    step = os.write(out_fd, os.read(fd, min(_CHUNK, self.bytes - copied)))
+                if step == 0:
+                    break
+                copied += step
+        finally:
+            os.close(fd)
+        if copied != self.bytes:
+            raise ContextError(f"The context file {self.path} changed while it was copied; load it again.")
+        return copied
+
+    def _open(self) -> int:
+        try:
+            fd = os.open(self.path, _O_SAFE)
+        except OSError as exc:
+            raise ContextError(f"Cannot read the context file {self.path} any more: {exc.strerror}.") from None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
+            os.close(fd)
+            raise ContextError(f"The context file {self.path} changed after it was loaded; load it again.")
+        return fd
+
+
+def check_text(real: Path, approved: os.stat_result, limit: int) -> FileText | str:
+    """Check up to ``limit`` bytes of a file the way a small one is checked when read whole (no NUL byte, valid
+    UTF-8), a megabyte at a time, counting its characters: a ``FileText``, or why it is skipped (a ``REASONS`` key).
+    """
+    try:
+        fd = os.open(real, _O_SAFE)
+    except OSError:
+        return "unreadable"
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (approved.st_dev, approved.st_ino):
+            return "unreadable"
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        size = chars = 0
+        preview = ""
+        while size < limit:
+            chunk = os.read(fd, min(_CHUNK, limit - size))
+            if not chunk:
+                break
+            size += len(chunk)
+            if b"\x00" in chunk:
+                return "binary"
+            if chunk.isascii() and not decoder.getstate()[0]:  # most text: no decoding needed to count it
+                chars += len(chunk)
+                if len(preview) < _PREVIEW_CHARS:
+                    preview += chunk[:_PREVIEW_CHARS].decode("ascii")
+            else:
+                try:
+                    text = decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    return "not_utf8"
+                chars += len(text)
+                if len(preview) < _PREVIEW_CHARS:
+                    preview += text[:_PREVIEW_CHARS]
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return "not_utf8"
+        now = os.fstat(fd)
+        if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            return "unreadable"  # written to while it was checked
+        return FileText(str(real), size, chars, preview[:_PREVIEW_CHARS], (st.st_dev, st.st_ino, size, st.st_mtime_ns))
+    except OSError:
+        return "unreadable"
+    finally:
+        os.close(fd)
 
 
 # -- where reading may happen -----------------------------------------------------------------------
@@ -552,11 +666,21 @@ class _Loader:
         return False
 
     def read(self) -> Context:
-        docs: list[str] = []
+        docs: list[str | FileText] = []
         names: list[str] = []
         metadata: list[dict[str, Any]] = []
         files: list[LoadedFile] = []
         for cand in sorted(self.candidates, key=lambda c: c.name):
+            if cand.st.st_size > _HOLD_BYTES:
+                checked = check_text(cand.real, cand.st, self.limits.max_file_bytes)
+                if isinstance(checked, str):
+                    self.skip(cand.name, checked)
+                    continue
+                docs.append(checked)
+                names.append(cand.name)
+                metadata.append({"path": str(cand.real), "bytes": checked.bytes})
+                files.append(LoadedFile(cand.name, str(cand.real), checked.bytes, checked.chars))
+                continue
             data = _read_approved(cand.real, cand.st, self.limits.max_file_bytes)
             if data is None:
                 self.skip(cand.name, "unreadable")

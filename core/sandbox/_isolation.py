@@ -37,7 +37,6 @@ _USE_NAMESPACES = True
 """Tests switch this off to exercise the fallback a kernel without user namespaces gets."""
 _USE_LANDLOCK = True
 """Tests switch this off to exercise the minimal root in a mount namespace that a kernel without Landlock gets."""
-_ENCODE_CHUNK = 1 << 24  # characters encoded at a time, so writing a huge context needs no second full copy
 
 
 def worker_env(workdir: str, extra: Mapping[str, str]) -> dict[str, str]:
@@ -149,13 +148,13 @@ class Workspace:
                 os.chmod(base, 0o711)
                 os.chown(work, NOBODY, NOBODY)
             context_path = os.path.join(base, "context.txt")
-            spans = _write_documents(context_path, context.documents)
+            spans = context.write_utf8(context_path)  # large files are copied file to file, never read into the host
             config = {
                 "context_path": context_path,
                 "spans": spans,
                 "names": list(context.names),
                 "metadata": list(context.metadata),
-                "as_list": bool(context.as_list) or len(context.documents) != 1,
+                "as_list": bool(context.as_list) or len(context.parts) != 1,
                 "workdir": work,
                 "site_dirs": list(_site_dirs()),
                 "read_paths": read_paths(),
@@ -183,21 +182,6 @@ class Workspace:
 
     def remove(self) -> None:
         shutil.rmtree(self.base, ignore_errors=True)
-
-
-def _write_documents(path: str, documents: list[str]) -> list[tuple[int, int]]:
-    spans = []
-    pos = 0
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with open(fd, "wb") as f:
-        for doc in documents:
-            start = pos
-            for i in range(0, len(doc), _ENCODE_CHUNK):
-                data = doc[i : i + _ENCODE_CHUNK].encode("utf-8", "surrogatepass")
-                f.write(data)
-                pos += len(data)
-            spans.append((start, pos))
-    return spans
 
 
 @functools.cache
