@@ -8,7 +8,7 @@ from typing import Any
 
 from ._lm import Usage
 
-__all__ = ["Budget", "Spend"]
+__all__ = ["Budget", "Spend", "SubCallsRefused"]
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,20 @@ class Budget:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
+class SubCallsRefused(RuntimeError):
+    """Model code asked for sub-calls the budget does not allow; the message is what the code sees."""
+
+    def __init__(self, message: str, *, notice: str | None = None) -> None:
+        super().__init__(message)
+        self.notice = notice
+        """What the trace says when the request itself used the sub-call budget up."""
+
+
 class Spend:
-    """What a tree of runs has spent, checked against its budget."""
+    """What a tree of runs has spent, checked against its budget.
+
+    Runs read its fields; only its methods change them (``add``, ``start_sub_calls``).
+    """
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
@@ -44,12 +56,30 @@ class Spend:
         self.sub_calls = 0
         self.usage = Usage()
         self.cost_usd = 0.0
-        self.sub_calls_refused = False
+        self._sub_calls_refused = False
         """Set when model code asked for more sub-calls than were left: the budget counts as used up."""
 
     def add(self, usage: Usage, cost_usd: float) -> None:
+        """Count a model call's tokens and cost."""
         self.usage = self.usage + usage
         self.cost_usd += cost_usd
+
+    def start_sub_calls(self, count: int) -> None:
+        """Count ``count`` sub-calls as spent, or raise ``SubCallsRefused`` and count none.
+
+        Asking for more than are left uses the sub-call budget up: the run then gets its last turn.
+        """
+        left = self.sub_calls_left()
+        if left is not None and count > left:
+            self._sub_calls_refused = True
+            raise SubCallsRefused(
+                f"sub-call budget exhausted: {count} sub-calls asked, {left} left of {self.budget.max_sub_calls}; "
+                "answer from what you have",
+                notice=f"sub-call budget exhausted: {count} asked, {left} left",
+            )
+        if (reason := self.exhausted()) is not None:
+            raise SubCallsRefused(f"the {reason} budget is used up; no more sub-calls, answer from what you have")
+        self.sub_calls += count
 
     @property
     def elapsed_s(self) -> float:
@@ -58,7 +88,7 @@ class Spend:
     def exhausted(self) -> str | None:
         """The name of the first shared budget that has run out, or None."""
         b = self.budget
-        if self.sub_calls_refused or (b.max_sub_calls is not None and self.sub_calls >= b.max_sub_calls):
+        if self._sub_calls_refused or (b.max_sub_calls is not None and self.sub_calls >= b.max_sub_calls):
             return "max_sub_calls"
         if b.max_tokens is not None and self.usage.total_tokens >= b.max_tokens:
             return "max_tokens"

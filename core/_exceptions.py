@@ -18,6 +18,8 @@ A budget running out is not an exception: the run ends with ``Result.stopped_rea
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ContextError",
     "ContextTooLargeError",
@@ -36,6 +38,10 @@ __all__ = [
 
 class RecursaError(Exception):
     """Base class of every error recursa raises on purpose."""
+
+    result: Any = None
+    """When the error ended a run: that run's partial ``recursa.Result`` (``stopped_reason="error"``, the trace so
+    far); None otherwise. (Typed ``Any``: the exceptions sit below the loop, which defines ``Result``.)"""
 
 
 class ContextError(RecursaError):

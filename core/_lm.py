@@ -1,11 +1,12 @@
-"""The one protocol every language-model client implements, and its plain-data results."""
+"""The one protocol every language-model client implements, its plain-data results, and the optional traits a
+model may state (its window, grammar-constrained decoding)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["LM", "Completion", "Message", "Usage"]
+__all__ = ["LM", "Completion", "HasWindow", "Message", "TakesGrammar", "Usage", "supports_grammar", "window_chars"]
 
 Message = dict[str, str]
 """A chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
@@ -70,3 +71,29 @@ class LM(Protocol):
     async def complete(self, messages: list[Message], **params: Any) -> Completion:
         """Answer a chat; raise an ``LMError`` subclass when it cannot."""
         ...
+
+
+@runtime_checkable
+class HasWindow(Protocol):
+    """A model that states how many characters of prompt it reads at once (``LocalLlama``; the LangChain and
+    LlamaIndex adapters when told). The loop gives a small window compact history and shorter outputs."""
+
+    context_chars: int | None
+
+
+@runtime_checkable
+class TakesGrammar(Protocol):
+    """A backend that takes a GBNF ``grammar=`` (and ``max_tokens=``) parameter constraining what it writes
+    (``LocalLlama``). The loop then decodes root replies that can only be a code block or a FINAL."""
+
+    supports_grammar: bool
+
+
+def window_chars(lm: object) -> int | None:
+    """The window ``lm`` states (``HasWindow``), or None: hosted models do not say, and their windows are large."""
+    return lm.context_chars if isinstance(lm, HasWindow) else None
+
+
+def supports_grammar(lm: object) -> bool:
+    """Whether ``lm`` takes a ``grammar=`` parameter (``TakesGrammar``)."""
+    return isinstance(lm, TakesGrammar) and bool(lm.supports_grammar)

@@ -14,12 +14,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from string import Template
 from typing import Any
 
 import anyio
 
-from ._budget import Budget, Spend
+from ._budget import Budget, Spend, SubCallsRefused
 from ._context import Context, load_context
 from ._exceptions import RecursaError
 from ._grounding import (
@@ -35,9 +34,10 @@ from ._grounding import (
     supporting_lines,
     uncovered_lines,
 )
-from ._lm import LM, Message, Usage
+from ._lm import LM, Message, Usage, supports_grammar, window_chars
 from ._parsing import CODE_GRAMMAR, STEP_GRAMMAR, FinalAnswer, find_code_blocks, find_final, text_outside_code
 from ._prompts import PromptTemplates
+from ._text import clip
 from ._trace import (
     CodeExecuted,
     Event,
@@ -49,7 +49,7 @@ from ._trace import (
     SubCallsStarted,
     TraceWriter,
 )
-from ._transcript import Transcript
+from ._transcript import Transcript, format_result
 from .sandbox import ExecResult, ReplSandbox, SandboxLimits, SubCallRequest
 from .sandbox._repl_tools import SearchReport, read_search
 
@@ -131,7 +131,7 @@ class RLM:
             budget: limits of each run (iterations, depth, sub-calls, tokens, cost, time).
             concurrency: LM requests in flight at once, shared by every depth of recursion.
             max_output_chars: how much of a code block's output the root model is shown (default 20,000,
-                less for models with a small window, which say so with a ``context_chars`` attribute).
+                less for models that state a small window: ``HasWindow``).
             sub_calls: False runs the REPL without ``llm_query`` (the paper's "no sub-calls" ablation).
             require_look: refuse a FINAL before the model has seen any code output (helps small models).
             sub_context_chars: how much text the prompt tells the model a sub-call can read.
@@ -153,13 +153,13 @@ class RLM:
         self.sub = sub or root
         self.budget = budget or Budget()
         self.concurrency = concurrency
-        window = getattr(root, "context_chars", None)
+        window = window_chars(root)
         self.max_output_chars = max_output_chars or (min(20_000, window // 8) if window else 20_000)
         self.sub_calls = sub_calls
         self.require_look = require_look
         self.sandbox_limits = sandbox_limits or SandboxLimits()
         self.prompts = prompts or PromptTemplates.default()
-        sub_window = getattr(self.sub, "context_chars", None)
+        sub_window = window_chars(self.sub)
         if history not in (None, "full", "compact"):
             raise ValueError(f"history must be 'full' or 'compact', not {history!r}")
         self.history = history or ("compact" if window and window < 100_000 else "full")
@@ -203,11 +203,11 @@ class RLM:
 
         Leaving the iteration early cancels the run and stops its worker.
         """
-        queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        task = asyncio.ensure_future(self._start(question, context, budget, trace_path, emit=queue.put_nowait))
-        task.add_done_callback(lambda _: queue.put_nowait(None))
+        events: asyncio.Queue[Event | None] = asyncio.Queue()
+        task = asyncio.ensure_future(self._start(question, context, budget, trace_path, emit=events.put_nowait))
+        task.add_done_callback(lambda _: events.put_nowait(None))
         try:
-            while (event := await queue.get()) is not None:
+            while (event := await events.get()) is not None:
                 yield event
             if task.exception() is not None and not isinstance(task.exception(), RecursaError):
                 raise task.exception()  # type: ignore[misc]
@@ -340,6 +340,8 @@ class _Run:
         self.grounded: bool | None = None
         self.ran_code: set[str] = set()
         self.sandbox: ReplSandbox | None = None
+        self.transcript: Transcript
+        """What the root model is shown (made when the loop starts)."""
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -355,8 +357,7 @@ class _Run:
         try:
             answer, reason = await self._loop()
         except RecursaError as exc:
-            result = self._finish(None, "error", error=str(exc))
-            exc.result = result  # type: ignore[attr-defined]
+            exc.result = self._finish(None, "error", error=str(exc))
             raise
         except anyio.get_cancelled_exc_class():
             self._finish(None, "cancelled")
@@ -368,16 +369,23 @@ class _Run:
         return self._finish(answer, reason)
 
     async def _loop(self) -> tuple[str | None, str]:
-        transcript = await self._transcript()
+        self.transcript = Transcript(
+            self.rlm.prompts, self.question, self.context, remaining=self._remaining, sub_calls=self.rlm.sub_calls,
+            recursive=self.depth + 1 < self.spend.budget.max_depth, sub_context_chars=self.rlm.sub_context_chars,
+            compact=self.rlm.history == "compact", max_output_chars=self.rlm.max_output_chars,
+        )
+        self.evidence.append(self.transcript.preview)
+        self.transcript.begin(await self._first_search() if self.rlm.first_search else None)
         try:
-            return await self._turns(transcript)
+            return await self._turns()
         except _TimeBudgetSpent:
-            return await self._final_turn(transcript, "timeout")
+            return await self._final_turn("timeout")
 
-    async def _turns(self, transcript: Transcript) -> tuple[str | None, str]:
+    async def _turns(self) -> tuple[str | None, str]:
+        transcript = self.transcript
         while self.iteration < self.spend.budget.max_iterations:
             if reason := self.spend.exhausted():
-                return await self._final_turn(transcript, reason)
+                return await self._final_turn(reason)
             self.iteration += 1
             self.emit(IterationStarted(run_id=self.run_id, depth=self.depth, iteration=self.iteration,
                                        remaining=self._remaining()))
@@ -421,22 +429,23 @@ class _Run:
                 notes = self.rlm.prompts.early_final
             else:
                 notes = self.rlm.prompts.no_code
-            transcript.add(reply, code=code, outputs=outputs, notes=notes, tail=self._render("next_step"))
-        return await self._final_turn(transcript, "max_iterations")
+            transcript.add(reply, code=code, outputs=outputs, notes=notes, tail=transcript.render("next_step"))
+        return await self._final_turn("max_iterations")
 
-    async def _final_turn(self, transcript: Transcript, reason: str) -> tuple[str | None, str]:
+    async def _final_turn(self, reason: str) -> tuple[str | None, str]:
         """The one last turn a run gets when a budget runs out: answer from what has been seen."""
         why = f"The {reason} budget is used up."
         self._notice(f"{why} Asking the root model for a final answer.")
         self.code_next, self.final_turn = False, True
         try:
-            return await self._final_answer(transcript, reason, why)
+            return await self._final_answer(reason, why)
         except _TimeBudgetSpent:
             self._notice("The final turn ran out of time too; no answer.")
             return None, reason
 
-    async def _final_answer(self, transcript: Transcript, reason: str, why: str) -> tuple[str | None, str]:
-        reply = await self._ask_root(transcript.messages(tail=self._render("final_turn", reason=why)))
+    async def _final_answer(self, reason: str, why: str) -> tuple[str | None, str]:
+        tail = self.transcript.render("final_turn", reason=why)
+        reply = await self._ask_root(self.transcript.messages(tail=tail))
         final = find_final(reply)
         answer: str | None = None
         if final is None:
@@ -478,7 +487,7 @@ class _Run:
         self.grounding_turn_used = True
         self.code_next = not verdict.may_answer
         self._notice(f"FINAL refused once, not grounded: {verdict.reason}")
-        return self.rlm.prompts.render("ungrounded_final", answer=_clip(answer, 200), why=verdict.reason)
+        return self.rlm.prompts.render("ungrounded_final", answer=clip(answer, 200, note="..."), why=verdict.reason)
 
     async def _verify(self, answer: str, verdict: Grounding, evidence: list[str]) -> Grounding:
         """Have the sub-model read the answer off the lines that contain it, without seeing the proposal: catches a
@@ -498,13 +507,14 @@ class _Run:
         prompt = extraction_prompt(self.question, lines)
         lm = self.rlm.sub
         # Backends that take a grammar (llama.cpp) take max_tokens too; hosted reasoning models reject it.
-        params = {"max_tokens": 128} if getattr(lm, "supports_grammar", False) else {}
+        params = {"max_tokens": 128} if supports_grammar(lm) else {}
         reply = await self._complete("verify", lm, [{"role": "user", "content": prompt}], depth=self.depth + 1,
                                      **params)
         if agrees(reply, answer, verdict.claims):
             return verdict
         shown = " | ".join(line[:160] for line in lines[:2])
-        reason = f"read independently, the line(s) give {_clip(reply.strip(), 60)!r}, not this answer: {shown}"
+        read = clip(reply.strip(), 60, note="...")
+        reason = f"read independently, the line(s) give {read!r}, not this answer: {shown}"
         if missing := missing_words(self.question, lines):
             reason += (f". The question's word(s) {', '.join(map(repr, missing))} are not in those lines: if the text "
                        "has nothing about them, say in FINAL(...) that it does not contain the answer")
@@ -522,9 +532,10 @@ class _Run:
                 may_answer=True)
         if report.complete and (left := uncovered_lines(claims, report.full_lines)):
             n = len(report.full_lines)
+            others = " | ".join(clip(line, 200, note="...") for line in left)
             return Grounding(False, reason=(
                 f"{n} lines contain every word of the question that the text has, and your answer takes values "
-                f"from {n - len(left)} of them; the other(s): {' | '.join(_clip(line, 200) for line in left)}. If the "
+                f"from {n - len(left)} of them; the other(s): {others}. If the "
                 "question asks for every value, answer with all of them; if it asks for one, give your answer again"),
                 may_answer=True)
         return None
@@ -539,7 +550,7 @@ class _Run:
         # reply after a refused FINAL is code: a small model otherwise repeats the refused answer.
         grammar, self.code_next = (CODE_GRAMMAR if self.code_next else STEP_GRAMMAR), False
         params: dict[str, Any] = {}
-        if getattr(self.rlm.root, "supports_grammar", False):
+        if supports_grammar(self.rlm.root):
             params["grammar"] = grammar
             if self.resample_next:  # greedy decoding repeated itself; sample to get out of the rut
                 params["temperature"] = 0.7
@@ -589,8 +600,8 @@ class _Run:
             if result.final is not None:
                 return "", result.final, "\n".join(ran)
             label = f"[block {i} of {len(blocks)}]\n" if len(blocks) > 1 else ""
-            parts.append(label + _format_result(result))
-        observation = self._truncate("\n\n".join(parts))
+            parts.append(label + format_result(result))
+        observation = self.transcript.shown_output("\n\n".join(parts))
         self.evidence.append(observation)
         return observation, None, "\n".join(ran)
 
@@ -637,17 +648,12 @@ class _Run:
     async def on_sub_call(self, request: SubCallRequest) -> list[str]:
         """Answer ``llm_query``/``rlm_query`` from the REPL: check budgets, then run the prompts concurrently."""
         count = len(request.prompts)
-        left = self.spend.sub_calls_left()
-        if left is not None and count > left:
-            self._notice(f"sub-call budget exhausted: {count} asked, {left} left")
-            self.spend.sub_calls_refused = True
-            raise RuntimeError(
-                f"sub-call budget exhausted: {count} sub-calls asked, {left} left of "
-                f"{self.spend.budget.max_sub_calls}; answer from what you have"
-            )
-        if (reason := self.spend.exhausted()) is not None:
-            raise RuntimeError(f"the {reason} budget is used up; no more sub-calls, answer from what you have")
-        self.spend.sub_calls += count
+        try:
+            self.spend.start_sub_calls(count)
+        except SubCallsRefused as refused:
+            if refused.notice:
+                self._notice(refused.notice)
+            raise
         self.sub_calls += count
         recursive = request.recursive and self.depth + 1 < self.spend.budget.max_depth
         self.emit(SubCallsStarted(run_id=self.run_id, depth=self.depth, iteration=self.iteration,
@@ -706,65 +712,16 @@ class _Run:
     def _notice(self, message: str) -> None:
         self.emit(Notice(run_id=self.run_id, depth=self.depth, iteration=self.iteration, message=message))
 
-    def _render(self, name: str, **values: Any) -> str:
-        units = {"iterations": "turns", "sub_calls": "sub-calls", "cost_usd": "US dollars"}
-        remaining = "budget left: " + ", ".join(f"{v} {units.get(k, k)}" for k, v in self._remaining().items())
-        values.setdefault("question", self.question)
-        return self.rlm.prompts.render(name, remaining=remaining, **values)
-
-    def _system_prompt(self) -> str:
-        prompts = self.rlm.prompts
-        sub_doc = ""
-        if self.rlm.sub_calls:
-            rlm_doc = "\n" + prompts.rlm_query_doc if self.depth + 1 < self.spend.budget.max_depth else ""
-            sub_doc = prompts.render("sub_call_doc", sub_chars=f"{self.rlm.sub_context_chars:,}",
-                                     rlm_query_doc=rlm_doc) + "\n"
-        kind = (" (a list of documents; their names are in `context_names`)" if self.context.as_list else " (a str)")
-        # Small models reach for FINAL_VAR with names that do not exist; big ones use it well.
-        final_var_doc = "" if self.rlm.history == "compact" else prompts.final_var_doc.rstrip("\n")
-        return prompts.render("system", context_kind=kind, sub_call_doc=sub_doc, final_var_doc=final_var_doc,
-                              max_output_chars=f"{self.rlm.max_output_chars:,}")
-
-    async def _transcript(self) -> Transcript:
-        info = self.context.describe()
-        if self.context.as_list:
-            lengths = info["lengths"]
-            pairs = zip(info["names"][:20], lengths[:20], strict=False)
-            shown = ", ".join(f"{name} ({length:,} chars)" for name, length in pairs)
-            more = f", and {len(lengths) - 20} more" if len(lengths) > 20 else ""
-            summary = f"a list of {len(lengths)} documents, {info['total_chars']:,} characters in all: {shown}{more}."
-            example = self.rlm.prompts.example_list
-        else:
-            summary = f"one string of {info['total_chars']:,} characters."
-            example = self.rlm.prompts.example_str
-        self.evidence.append(info["preview"])
-        opening = self._render("first_user", context_summary=summary, preview=info["preview"])
-        if self.rlm.first_search and (searched := await self._first_search()):
-            opening += "\n\n" + self.rlm.prompts.render("first_search", code=searched[0], output=searched[1])
-            first_step = self._render("next_step")
-        else:
-            example = Template(example).substitute(keyword=search_hint(self.question))
-            first_step = self._render("first_step", example=example)
-        return Transcript(self.rlm.prompts, self._system_prompt(), opening, first_step,
-                          compact=self.rlm.history == "compact", max_output_chars=self.rlm.max_output_chars)
-
     async def _first_search(self) -> tuple[str, str] | None:
         """Run ``search(question)`` before the root model's first turn; its real output opens the chat."""
         code = f"search({self.question!r})"
         result = await self._execute(code)
         if result.error or result.final is not None:
             return None
-        output = self._truncate(_format_result(result))
+        output = self.transcript.shown_output(format_result(result))
         self.evidence.append(output)
         self.search_report = read_search(output)
         return code, output
-
-    def _truncate(self, text: str) -> str:
-        limit = self.rlm.max_output_chars
-        if len(text) <= limit:
-            return text
-        return (text[:limit] + f"\n[... output truncated: showed {limit:,} of {len(text):,} characters. "
-                "Print less (counts, short windows) and keep results in variables.]")
 
     def _finish(self, answer: str | None, reason: str, error: str | None = None) -> Result:
         duration = time.monotonic() - self.started
@@ -779,31 +736,6 @@ class _Run:
                       model=self.rlm.root.model)
 
 
-_STOPWORDS = frozenset(
-    "the a an of for in on at to is are was were be what which who whom whose when where why how many much "
-    "does do did has have had this that these those with from by and or not it its as mentioned provided text "
-    "context document documents give list find tell me all each every there their than then".split()
-)
-
-
-def search_hint(question: str) -> str:
-    """The question's most distinctive word, as a regex, for the first-step example in the prompt.
-
-    Small models copy the example's search literally, so it should search for something real: a word
-    with digits, dashes or capitals beats a long word, which beats a short one.
-    """
-    words = [w.strip(".,;:!?\"'()[]{}") for w in question.split()]
-    words = [w for w in words if len(w) > 2 and w.lower() not in _STOPWORDS]
-    if not words:
-        return "TODO"
-
-    def score(word: str) -> tuple[int, int]:
-        special = any(c.isdigit() for c in word) or "-" in word or "_" in word or word[1:] != word[1:].lower()
-        return (1 if special else 0, len(word))
-
-    return re.escape(max(words, key=score))
-
-
 class _TimeBudgetSpent(Exception):
     """A model call ran past the run's time budget and was stopped."""
 
@@ -812,21 +744,8 @@ def _normalise_answer(answer: str) -> str:
     return answer.strip().strip("\"'`").strip()
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _normalise(code: str) -> str:
     return "\n".join(line.rstrip() for line in code.strip().splitlines())
-
-
-def _format_result(result: ExecResult) -> str:
-    parts = [result.output.rstrip("\n")] if result.output else []
-    if result.error:
-        parts.append(f"Error: {result.error.rstrip()}")
-    if result.notice:
-        parts.append(result.notice)
-    return "\n".join(parts) if parts else "(no output: use print() to see values)"
 
 
 def run_sync(make_coro: Callable[[], Any]) -> Any:
