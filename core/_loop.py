@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import queue
 import re
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,12 +56,12 @@ from ._transcript import Transcript, format_result
 from .sandbox import ExecResult, ReplSandbox, SandboxLimits, SubCallRequest
 from .sandbox._repl_tools import SearchReport, read_search
 
-__all__ = ["RLM", "Result", "Session"]
+__all__ = ["RLM", "Result", "RunStream", "Session"]
 
 Emit = Callable[[Event], None]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Result:
     """What a run produced and spent. ``trace`` holds every event, sub-runs included."""
 
@@ -187,9 +190,37 @@ class RLM:
         """
         return await self._start(question, context, budget, trace_path, emit=on_event)
 
-    def run(self, question: str, context: Any, **kwargs: Any) -> Result:
+    def run(
+        self,
+        question: str,
+        context: Any,
+        *,
+        budget: Budget | None = None,
+        trace_path: str | Path | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> Result:
         """Blocking ``arun``; works inside a running event loop (e.g. Jupyter) too."""
-        return run_sync(lambda: self.arun(question, context, **kwargs))
+        return run_sync(lambda: self.arun(question, context, budget=budget, trace_path=trace_path, on_event=on_event))
+
+    def stream(
+        self,
+        question: str,
+        context: Any,
+        *,
+        budget: Budget | None = None,
+        trace_path: str | Path | None = None,
+    ) -> RunStream:
+        """Blocking ``astream``: iterate over the events as they happen (the last is ``RunFinished``), then call
+        ``result()`` for the ``Result``. The run has a thread and an event loop of its own, so this works from
+        any sync code, inside a running event loop too. Stopping early (``break``, ``close()``, leaving a
+        ``with`` block) cancels the run and returns once its worker is gone.
+
+        >>> with rlm.stream("Which user bought the most?", Path("logs/")) as run:
+        ...     for event in run:
+        ...         print(event.type)
+        ...     answer = run.result().answer
+        """
+        return RunStream(lambda emit: self._start(question, context, budget, trace_path, emit=emit))
 
     async def astream(
         self,
@@ -269,15 +300,22 @@ class Session:
         return await self._current.on_sub_call(request)
 
     async def ask(
-        self, question: str, *, budget: Budget | None = None, trace_path: str | Path | None = None,
+        self,
+        question: str,
+        *,
+        budget: Budget | None = None,
+        trace_path: str | Path | None = None,
+        on_event: Callable[[Event], None] | None = None,
         emit: Emit | None = None,
     ) -> Result:
+        """Answer ``question`` in the warm REPL; like ``RLM.arun`` (``emit``: the old name of ``on_event``)."""
+
         def bind(run: _Run) -> None:
             self._current = run
 
         try:
             return await self.rlm._start(
-                question, self.context, budget, trace_path, emit, sandbox=self._sandbox, on_run=bind
+                question, self.context, budget, trace_path, on_event or emit, sandbox=self._sandbox, on_run=bind
             )
         finally:
             self._current = None
@@ -291,6 +329,93 @@ class Session:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+class RunStream(Iterator[Event]):
+    """The events of one run as they happen, for sync code: what ``RLM.stream`` returns.
+
+    The run goes on in a thread with its own event loop, started by the first ``next()``. Iteration ends after
+    ``RunFinished``; ``result()`` then gives the ``Result`` (or raises the ``RecursaError`` that ended the run, with
+    its ``result``). Other exceptions are raised by the iteration itself, as ``RLM.astream`` does. ``close()``,
+    also called when a ``with`` block is left or the stream is dropped, cancels a run still going and waits
+    until its worker is gone.
+    """
+
+    def __init__(self, start: Callable[[Emit], Awaitable[Result]]) -> None:
+        self._outcome: list[Result | BaseException] = []
+        self._events = _events_in_thread(start, self._outcome)
+
+    def __next__(self) -> Event:
+        return next(self._events)
+
+    def result(self) -> Result:
+        """The run's ``Result``, once the events are consumed (the rest are read now and dropped)."""
+        for _ in self._events:
+            pass
+        if not self._outcome:
+            raise RuntimeError("the stream was closed before its run ended; there is no result")
+        outcome = self._outcome[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def close(self) -> None:
+        """Cancel the run if it is still going, and wait until it has stopped its worker."""
+        self._events.close()
+
+    def __enter__(self) -> RunStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _Ended:
+    """The last item of a stream's queue: the run's ``Result`` or the exception that ended it."""
+
+    def __init__(self, outcome: Result | BaseException) -> None:
+        self.outcome = outcome
+
+
+def _events_in_thread(
+    start: Callable[[Emit], Awaitable[Result]], outcome: list[Result | BaseException]
+) -> Iterator[Event]:
+    """Run ``start(emit)`` in a thread of its own with its own event loop, yielding what it emits; its result or
+    error goes into ``outcome``. Closing the generator early cancels the run and joins the thread. Neither the
+    thread nor the run refers to the generator, so dropping it closes it."""
+    items: queue.SimpleQueue[Event | _Ended] = queue.SimpleQueue()
+    running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
+    stop = threading.Event()
+
+    async def main() -> Result:
+        running.append((asyncio.get_running_loop(), asyncio.current_task()))  # type: ignore[arg-type]
+        if stop.is_set():  # closed before the loop was running: the consumer found nothing to cancel
+            raise asyncio.CancelledError()
+        return await start(items.put)
+
+    def work() -> None:
+        try:
+            items.put(_Ended(asyncio.run(main())))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            items.put(_Ended(exc))
+
+    thread = threading.Thread(target=work, name="recursa-stream", daemon=True)
+    thread.start()
+    ended: _Ended | None = None
+    try:
+        while not isinstance(item := items.get(), _Ended):
+            yield item
+        ended = item
+    finally:
+        if ended is None:  # the consumer stopped early (or was interrupted): cancel the run
+            stop.set()
+            for loop, task in running:
+                with contextlib.suppress(RuntimeError):  # the loop has closed: the run ended meanwhile
+                    loop.call_soon_threadsafe(task.cancel)
+        thread.join()
+    outcome.append(ended.outcome)
+    if isinstance(ended.outcome, BaseException) and not isinstance(ended.outcome, RecursaError):
+        raise ended.outcome
 
 
 class _Run:

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
+from processes import descendants
 from recursa import (
     RLM,
     Budget,
     CodeExecuted,
     LMError,
     Notice,
+    Result,
     RunFinished,
     RunStarted,
     ScriptedLM,
+    Usage,
     read_trace,
 )
 
@@ -199,6 +204,63 @@ async def test_astream_yields_events_in_order() -> None:
     assert types.index("code_executed") > types.index("lm_called")
 
 
+def test_stream_yields_the_events_then_gives_the_result() -> None:
+    root = ScriptedLM([code("print(1)"), "FINAL(1)"])
+    with RLM(root).stream("q", "ctx") as run:
+        types = [e.type for e in run]
+        result = run.result()
+    assert types[0] == "run_started" and types[-1] == "run_finished"
+    assert types.index("code_executed") > types.index("lm_called")
+    assert result.answer == "1" and [e.type for e in result.trace] == types
+
+
+def test_stream_result_raises_the_error_that_ended_the_run() -> None:
+    root = ScriptedLM([code("print(1)"), LMError("endpoint exploded")])
+    run = RLM(root).stream("q", "ctx")
+    events = list(run)
+    assert isinstance(events[-1], RunFinished) and events[-1].stopped_reason == "error"
+    with pytest.raises(LMError, match="endpoint exploded") as info:
+        run.result()
+    assert info.value.result.stopped_reason == "error" and info.value.result.trace[-1] is events[-1]
+
+
+def _new_processes(before: set[int], within: float = 5.0) -> set[int]:
+    deadline = time.monotonic() + within
+    while (new := set(descendants(os.getpid())) - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return new
+
+
+def test_leaving_a_stream_early_cancels_the_run_and_stops_its_worker() -> None:
+    before = set(descendants(os.getpid()))
+    root = ScriptedLM([code("import time\ntime.sleep(60)"), "FINAL(never)"])
+    started = time.monotonic()
+    with RLM(root).stream("q", "ctx") as run:
+        for event in run:
+            if event.type == "lm_called":
+                break  # the code is about to sleep in the REPL
+        time.sleep(1.0)
+        assert set(descendants(os.getpid())) - before, "the run's worker should be running"
+    assert time.monotonic() - started < 20
+    assert not _new_processes(before)
+    with pytest.raises(RuntimeError, match="closed before its run ended"):
+        run.result()
+
+
+def test_run_takes_on_event_like_arun() -> None:
+    seen: list[str] = []
+    result = RLM(ScriptedLM([code("print(1)"), "FINAL(1)"])).run("q", "ctx", on_event=lambda e: seen.append(e.type))
+    assert seen == [e.type for e in result.trace] and seen[-1] == "run_finished"
+
+
+def test_result_fields_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        Result("a", "final", 1, 0, Usage(), 0.0, 0.1, "r")  # type: ignore[misc]
+    result = Result(answer="a", stopped_reason="final", iterations=1, sub_calls=0, usage=Usage(), cost_usd=0.0,
+                    duration_s=0.1, run_id="r")
+    assert result.to_dict()["answer"] == "a" and result.trace == [] and result.grounded is None
+
+
 async def test_root_model_error_raises_with_partial_trace() -> None:
     root = ScriptedLM([code("print(1)"), LMError("endpoint exploded")])
     with pytest.raises(LMError, match="endpoint exploded") as info:
@@ -216,6 +278,14 @@ async def test_session_keeps_variables_between_questions() -> None:
         second = await session.ask("twice that?")
     assert first.answer == "4" and second.answer == "doubled"
     assert "8" in root.calls[-1][-1]["content"]
+
+
+async def test_session_ask_reports_events_like_arun() -> None:
+    root = ScriptedLM([code("print(len(context))"), "FINAL(4)"])
+    seen: list = []
+    async with RLM(root).session("abcd") as session:
+        result = await session.ask("how long?", on_event=seen.append)
+    assert seen == result.trace and isinstance(seen[0], RunStarted) and isinstance(seen[-1], RunFinished)
 
 
 def test_run_works_inside_a_running_event_loop() -> None:
