@@ -103,7 +103,7 @@ context. Not /etc (passwd, hosts, ...), not /home or /root, not /tmp, not the pr
 def _python_read_paths() -> tuple[str, ...]:
     """The Python installation the worker runs: its executable, standard library (with lib-dynload), libpython,
     the venv's pyvenv.cfg and site-packages. Never the checkout of an editable install: the worker runs with
-    ``-I -S``, so no ``.pth`` file or script directory puts it on ``sys.path``."""
+    ``-I -S``, so no ``.pth`` file puts it on ``sys.path``, and the worker takes its own directory off again."""
     paths = [sys.executable, os.path.realpath(sys.executable)] if sys.executable else []
     for key in ("stdlib", "platstdlib"):
         for prefix in {sys.prefix, sys.base_prefix}:
