@@ -26,6 +26,7 @@ from ._local import LocalLlama
 from ._loop import RLM, Result, Session
 from ._openai import OpenAIChat
 from ._pricing import Price
+from ._prompts import PromptTemplates
 from ._scripted import ScriptedLM
 from ._trace import (
     CodeExecuted,
@@ -38,7 +39,7 @@ from ._trace import (
     SubCallsStarted,
     read_trace,
 )
-from .sandbox import ExecResult, ReplSandbox, SandboxLimits
+from .sandbox import ReplSandbox, SandboxLimits
 
 __version__ = "0.1.0"
 
@@ -52,7 +53,6 @@ __all__ = [
     "ContextError",
     "ContextTooLargeError",
     "Event",
-    "ExecResult",
     "IterationStarted",
     "LMCalled",
     "LMConnectionError",
@@ -67,6 +67,7 @@ __all__ = [
     "OpenAIChat",
     "Price",
     "PathNotAllowedError",
+    "PromptTemplates",
     "RecursaError",
     "ReplSandbox",
     "Result",

@@ -1,4 +1,4 @@
-"""The exceptions recursa raises.
+"""The exceptions recursa raises, as one tree under ``RecursaError`` so a caller can catch them all at once.
 
     RecursaError
     ├── ContextError          the context could not be loaded (missing path, empty, all binary)

@@ -76,11 +76,9 @@ __all__ = [
     "BUDGET_CONFIG_KEY",
     "TRACE_PATH_CONFIG_KEY",
     "LangChainLM",
-    "budget_from_config",
     "create_rlm_file_tool",
     "create_rlm_tool",
     "event_payload",
-    "to_context",
 ]
 
 BUDGET_CONFIG_KEY = "recursa_budget"
@@ -157,10 +155,10 @@ def _chat_model_name(chat_model: BaseChatModel) -> str:
     return getattr(chat_model, "_llm_type", None) or type(chat_model).__name__
 
 
-# -- helpers shared with recursa.integrations.langgraph ----------------------------------------------
+# -- helpers shared with recursa.integrations.langgraph (private to the two) --------------------------
 
 
-def to_context(value: Any) -> Context:
+def _to_context(value: Any) -> Context:
     """Turn a graph-state value into a recursa ``Context``.
 
     Accepts what ``recursa.load_context`` does (str, bytes, list of str, ``Path``, list of ``Path``,
@@ -189,7 +187,7 @@ def _plain(metadata: Mapping[str, Any]) -> dict[str, Any]:
 _BUDGET_FIELDS = frozenset(f.name for f in dataclasses.fields(Budget))
 
 
-def budget_from_config(config: RunnableConfig | None, base: Budget) -> Budget:
+def _budget_from_config(config: RunnableConfig | None, base: Budget) -> Budget:
     """The budget of one call: ``config["configurable"]["recursa_budget"]`` over ``base``.
 
     A ``Budget`` replaces ``base``; a dict changes the fields it names (``None`` meaning unlimited).
@@ -209,9 +207,19 @@ def budget_from_config(config: RunnableConfig | None, base: Budget) -> Budget:
                     f"not {type(value).__name__}.")
 
 
-def trace_path_from_config(config: RunnableConfig | None) -> str | None:
+def _trace_path_from_config(config: RunnableConfig | None) -> str | None:
     value = ((config or {}).get("configurable") or {}).get(TRACE_PATH_CONFIG_KEY)
     return os.fspath(value) if value is not None else None
+
+
+def _run_options(config: RunnableConfig | None, writer: Callable[[Any], None] | None, rlm: RLM,
+                 budget: Budget | None) -> dict[str, Any]:
+    """``RLM.run`` keyword arguments for one call: the config's budget and trace path, events to ``writer``."""
+    return {
+        "budget": _budget_from_config(config, budget or rlm.budget),
+        "trace_path": _trace_path_from_config(config),
+        "on_event": _event_forwarder(writer),
+    }
 
 
 def event_payload(event: Event) -> dict[str, Any]:
@@ -248,7 +256,7 @@ def event_payload(event: Event) -> dict[str, Any]:
     return out
 
 
-def stream_writer() -> Callable[[Any], None] | None:
+def _stream_writer() -> Callable[[Any], None] | None:
     """LangGraph's custom-stream writer of the running node or tool, or None outside a graph."""
     try:
         return get_stream_writer()
@@ -256,7 +264,7 @@ def stream_writer() -> Callable[[Any], None] | None:
         return None
 
 
-def event_forwarder(writer: Callable[[Any], None] | None) -> Callable[[Event], None] | None:
+def _event_forwarder(writer: Callable[[Any], None] | None) -> Callable[[Event], None] | None:
     """An ``on_event`` callback that sends each event's small payload to ``writer``."""
     if writer is None:
         return None
@@ -267,7 +275,7 @@ def event_forwarder(writer: Callable[[Any], None] | None) -> Callable[[Event], N
     return forward
 
 
-def error_text(exc: BaseException) -> str:
+def _error_text(exc: BaseException) -> str:
     """One line an agent (or a user) can act on."""
     if isinstance(exc, RecursaError):
         return f"{type(exc).__name__}: {exc}"
@@ -308,11 +316,7 @@ class _Asker:
         self.budget = budget
 
     def options(self, config: RunnableConfig | None, writer: Callable[[Any], None] | None) -> dict[str, Any]:
-        return {
-            "budget": budget_from_config(config, self.budget or self.rlm.budget),
-            "trace_path": trace_path_from_config(config),
-            "on_event": event_forwarder(writer),
-        }
+        return _run_options(config, writer, self.rlm, self.budget)
 
     def run(self, question: str, context: Any, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         try:
@@ -320,7 +324,7 @@ class _Asker:
         except GraphBubbleUp:
             raise
         except Exception as exc:
-            raise ToolException(f"recursa could not answer: {error_text(exc)}") from exc
+            raise ToolException(f"recursa could not answer: {_error_text(exc)}") from exc
         return _tool_content(result), result.to_dict()
 
     async def arun(self, question: str, context: Any, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -329,7 +333,7 @@ class _Asker:
         except GraphBubbleUp:
             raise
         except Exception as exc:
-            raise ToolException(f"recursa could not answer: {error_text(exc)}") from exc
+            raise ToolException(f"recursa could not answer: {_error_text(exc)}") from exc
         return _tool_content(result), result.to_dict()
 
 
@@ -345,9 +349,9 @@ def _context_from_runtime(runtime: ToolRuntime, key: str) -> Context:
             f"Put the documents under {key!r} in the agent's state (or runtime context) before asking."
         )
     try:
-        return to_context(value)
+        return _to_context(value)
     except RecursaError as exc:
-        raise ToolException(f"recursa could not answer: {error_text(exc)}") from exc
+        raise ToolException(f"recursa could not answer: {_error_text(exc)}") from exc
 
 
 def create_rlm_tool(
@@ -364,8 +368,8 @@ def create_rlm_tool(
     ``state[context_key]`` of the graph that runs the tool (``langchain.agents.create_agent`` with a
     ``state_schema`` that has the key, a prebuilt ReAct agent, or any ``ToolNode``), or else from the
     runtime context (``agent.invoke(..., context={context_key: ...})``), so it never enters the agent
-    model's prompt or the tool-call arguments. It may be anything ``to_context`` takes: a string, a list
-    of strings or ``Document``s, paths.
+    model's prompt or the tool-call arguments. It may be anything ``recursa.load_context`` takes (a string,
+    a list of strings, paths) or LangChain ``Document``s (each one document, its ``metadata["source"]`` its name).
 
     The reply's text is the answer (with a note when a budget cut the run short); its ``artifact`` holds
     ``Result.to_dict()``. Progress goes to ``stream_mode="custom"`` as small dicts (``event_payload``).
@@ -427,17 +431,17 @@ def create_rlm_file_tool(
         try:
             return load_context(load_files(paths, roots=roots, base=base))
         except RecursaError as exc:
-            raise ToolException(f"recursa could not answer: {error_text(exc)}") from exc
+            raise ToolException(f"recursa could not answer: {_error_text(exc)}") from exc
 
     def query(question: Annotated[str, Field(description=_QUESTION)],
               paths: Annotated[list[str], Field(description=_PATHS)],
               config: RunnableConfig) -> tuple[str, dict]:
-        return asker.run(question, load(paths), asker.options(config, stream_writer()))
+        return asker.run(question, load(paths), asker.options(config, _stream_writer()))
 
     async def aquery(question: Annotated[str, Field(description=_QUESTION)],
                      paths: Annotated[list[str], Field(description=_PATHS)],
                      config: RunnableConfig) -> tuple[str, dict]:
-        return await asker.arun(question, load(paths), asker.options(config, stream_writer()))
+        return await asker.arun(question, load(paths), asker.options(config, _stream_writer()))
 
     return StructuredTool.from_function(
         func=query, coroutine=aquery, name=name, description=description or _FILE_TOOL_DESCRIPTION,

@@ -67,15 +67,13 @@ from .langchain import (
     BUDGET_CONFIG_KEY,
     TRACE_PATH_CONFIG_KEY,
     LangChainLM,
-    budget_from_config,
+    _error_text,
+    _run_options,
+    _stream_writer,
+    _to_context,
     create_rlm_file_tool,
     create_rlm_tool,
-    error_text,
-    event_forwarder,
     event_payload,
-    stream_writer,
-    to_context,
-    trace_path_from_config,
 )
 
 __all__ = [
@@ -222,7 +220,7 @@ _SHORT = 200
 """How many characters of an output, error or notice the trace summary keeps."""
 
 
-def trace_summary(result: Result | None) -> list[dict[str, Any]]:
+def _trace_summary(result: Result | None) -> list[dict[str, Any]]:
     """One small dict per root iteration of ``result``'s run: tokens, code blocks, output, sub-calls.
 
     The numbers are the run's ``Tally`` (sub-runs of ``rlm_query`` count in their parent's sub-calls); the
@@ -310,12 +308,12 @@ class _RLMNode:
 
     def _prepare(self, state: Mapping[str, Any], config: RunnableConfig) -> _Prepared:
         prep = _Prepared(question=self._question(state))
-        writer = stream_writer()
+        writer = _stream_writer()
         if self.keys.context not in state or state[self.keys.context] is None:
             raise ValueError(f"The graph state has no {self.keys.context!r}: put the documents recursa should "
                              f"read there (a str, a list of str or Documents, Paths).")
         try:
-            prep.context = to_context(state[self.keys.context])
+            prep.context = _to_context(state[self.keys.context])
         except RecursaError as exc:
             prep.update = self._failed(prep, exc)
             return prep
@@ -334,11 +332,7 @@ class _RLMNode:
         prep.rlm = copy.copy(self.rlm)
         prep.rlm.root = prep.recorder.wrap(self.rlm.root, "root")
         prep.rlm.sub = prep.recorder.wrap(self.rlm.sub, "sub")
-        prep.options = {
-            "budget": budget_from_config(config, self.budget or self.rlm.budget),
-            "trace_path": trace_path_from_config(config),
-            "on_event": event_forwarder(writer),
-        }
+        prep.options = _run_options(config, writer, self.rlm, self.budget)
         return prep
 
     def _question(self, state: Mapping[str, Any]) -> str:
@@ -364,7 +358,7 @@ class _RLMNode:
             self._unfinished.pop(prep.fingerprint, None)
         else:  # a budget stopped it: a retry with a larger budget need not pay for these replies again
             replay = self._remember(prep)
-        return self._update(prep, result.answer, saved, trace_summary(result), replay)
+        return self._update(prep, result.answer, saved, _trace_summary(result), replay)
 
     def _failed(self, prep: _Prepared, exc: BaseException) -> dict[str, Any]:
         replay = self._remember(prep)
@@ -374,9 +368,9 @@ class _RLMNode:
         saved: dict[str, Any] = partial.to_dict() if partial is not None else {
             "answer": None, "stopped_reason": "error", "iterations": 0, "sub_calls": 0,
             "usage": Usage().to_dict(), "cost_usd": 0.0, "duration_s": 0.0, "run_id": None}
-        saved.update(stopped_reason="error", error=error_text(exc), fingerprint=prep.fingerprint,
+        saved.update(stopped_reason="error", error=_error_text(exc), fingerprint=prep.fingerprint,
                      replayed_calls=prep.recorder.replayed if prep.recorder else 0)
-        return self._update(prep, None, saved, trace_summary(partial), replay)
+        return self._update(prep, None, saved, _trace_summary(partial), replay)
 
     def _remember(self, prep: _Prepared) -> dict[str, Any] | None:
         if prep.recorder is None or prep.fingerprint is None or not prep.recorder.calls:

@@ -8,20 +8,7 @@ Tools: ``rlm_answer``, ``load_context``, ``ask``, ``close_context``. Resources:
 ``recursa://trace/{trace_id}`` and ``recursa://context/{context_id}``. Needs ``pip install 'recursa[mcp]'``.
 """
 
-from ._paths import AllowedRoots, Limits, PathError
-from ._sampling import SamplingLM
-from ._server import AnswerResult, AskResult, ClosedContext, LoadedContext, RunResult, create_server, serve
+from ._paths import Limits, PathError
+from ._server import create_server, serve
 
-__all__ = [
-    "AllowedRoots",
-    "AnswerResult",
-    "AskResult",
-    "ClosedContext",
-    "Limits",
-    "LoadedContext",
-    "PathError",
-    "RunResult",
-    "SamplingLM",
-    "create_server",
-    "serve",
-]
+__all__ = ["Limits", "PathError", "create_server", "serve"]

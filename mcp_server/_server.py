@@ -1,4 +1,4 @@
-"""The recursa MCP server: tools that answer questions over contexts too big for the client's window.
+"""The MCP server's tools and resources, and the state behind them: ``create_server`` builds it, ``serve`` runs it.
 
 Tools take the context by reference (paths under the allowed roots), run the RLM loop and return the
 answer with what it spent. ``load_context``/``ask`` keep one REPL warm across questions.

@@ -253,6 +253,7 @@ def bench_models() -> tuple[ScriptedLM, ScriptedLM]:
 
 
 def test_run_bench_writes_rows_summary_plots_and_resumes(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the plots need pip install 'recursa[bench]'")
     root, sub = bench_models()
     out = tmp_path / "bench"
     tasks = ["sniah", "oolong", "oolong-pairs"]

@@ -12,7 +12,8 @@ from typing import Any, TypedDict
 
 import pytest
 
-pytest.importorskip("langgraph")
+for needed in ("langchain_core", "langchain", "langgraph"):
+    pytest.importorskip(needed, reason="the LangChain adapter needs pip install 'recursa[langgraph]'")
 
 from langchain.agents import AgentState, create_agent  # noqa: E402
 from langchain_core.language_models import BaseChatModel, GenericFakeChatModel  # noqa: E402

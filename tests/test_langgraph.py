@@ -8,7 +8,8 @@ from typing import Annotated, Any, TypedDict
 
 import pytest
 
-pytest.importorskip("langgraph")
+for needed in ("langchain_core", "langgraph"):
+    pytest.importorskip(needed, reason="the LangGraph adapter needs pip install 'recursa[langgraph]'")
 
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.language_models import GenericFakeChatModel  # noqa: E402

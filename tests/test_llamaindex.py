@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("llama_index.core")
+pytest.importorskip("llama_index.core", reason="the LlamaIndex adapter needs pip install 'recursa[llamaindex]'")
 
 import recursa._defaults  # noqa: E402
 from llama_index.core import Document, Settings, VectorStoreIndex  # noqa: E402

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import pytest
 
-mcp = pytest.importorskip("mcp")
+mcp = pytest.importorskip("mcp", reason="the MCP server needs pip install 'recursa[mcp]'")
 if not hasattr(mcp, "Client"):
     pytest.skip("these tests drive the server with the mcp 2.x client", allow_module_level=True)
 from fake_openai import FakeOpenAIServer  # noqa: E402

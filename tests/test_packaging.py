@@ -13,11 +13,11 @@ import recursa
 ROOT = Path(__file__).resolve().parents[1]
 
 PUBLIC_API = [
-    "Budget", "CodeExecuted", "Completion", "Context", "ContextError", "ContextTooLargeError", "Event", "ExecResult",
+    "Budget", "CodeExecuted", "Completion", "Context", "ContextError", "ContextTooLargeError", "Event",
     "IterationStarted", "LM", "LMCalled", "LMConnectionError", "LMError", "LMResponseError", "LMTimeoutError",
     "LocalLlama",
     "Message", "ModelInstallError", "ModelNotFoundError", "Notice", "OpenAIChat", "PathNotAllowedError", "Price",
-    "RecursaError",
+    "PromptTemplates", "RecursaError",
     "ReplSandbox", "Result", "RLM", "RunFinished", "RunStarted", "SandboxError", "SandboxLimits", "ScriptedLM",
     "Session", "SubCallsStarted", "TraceFormatError", "Usage", "default_lm", "load_context", "read_trace",
 ]
