@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from .sandbox._repl_tools import QUESTION_STOPWORDS, query_terms
 
 __all__ = ["Grounding", "agrees", "check_grounding", "count_doubt", "extraction_prompt", "is_bare_value",
-           "is_form_count", "lookalike", "missing_words", "supporting_lines", "uncovered_lines"]
+           "is_form_count", "lookalike", "missing_words", "read_off_key_lines", "supporting_lines",
+           "uncovered_lines"]
 
 _TOKEN = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[^\W\d_][\w'-]*[\w]|[^\W\d_]|[\w][\w.\-/]*[\w]")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?$")
@@ -180,6 +181,21 @@ def uncovered_lines(claims: tuple[str, ...], full_lines: tuple[str, ...]) -> lis
         return []
     left = [line for line in full_lines if not any(_appears(c, line.casefold(), _numbers(line)) for c in claims)]
     return left if 0 < len(left) < len(full_lines) else []
+
+
+def read_off_key_lines(claims: tuple[str, ...], full_lines: tuple[str, ...]) -> bool:
+    """Whether an answer lists values that each sit in a line holding every question word the text has, spread
+    over more than one such line: a list read off the key's own lines, which a small model re-reading them one
+    value at a time would wrongly dispute."""
+    if len(claims) < 2:
+        return False
+    homes = []
+    for claim in claims:
+        home = [i for i, line in enumerate(full_lines) if _appears(claim, line.casefold(), _numbers(line))]
+        if not home:
+            return False
+        homes.append(home[0])
+    return len(set(homes)) > 1
 
 
 def extraction_prompt(question: str, lines: list[str]) -> str:

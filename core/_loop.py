@@ -34,6 +34,7 @@ from ._grounding import (
     is_form_count,
     lookalike,
     missing_words,
+    read_off_key_lines,
     supporting_lines,
     uncovered_lines,
 )
@@ -629,6 +630,8 @@ class _Run:
             return verdict  # the model's own code computed and printed exactly this value
         if doubt := self._second_look(answer, verdict.claims, lines):
             return doubt
+        if read_off_key_lines(verdict.claims, self.search_report.full_lines):
+            return verdict
         prompt = extraction_prompt(self.question, lines)
         lm = self.rlm.sub
         # Backends that take a grammar (llama.cpp) take max_tokens too; hosted reasoning models reject it.

@@ -314,3 +314,15 @@ def test_the_hosts_search_output_reads_back_into_its_findings() -> None:
     assert report.counts["WARN"] == sum("WARN" in line for line in SERVICES_LOG.splitlines())
     assert report.absent == ("lines", "service") and report.all_count == ANY_WARNS and not report.complete
     assert dict(report.forms["inventory"])["[inventory]"] == OWN_WARNS
+
+
+async def test_every_value_of_a_key_read_off_its_own_lines_is_accepted_without_a_re_reading() -> None:
+    codes = ["28519", "86405", "59915"]
+    lines = [f"The silent orchard also uses {c} as a door code. " + "Filler. " * 20 for c in codes]
+    look_alike = "The blue orchard also uses 4444 as a door code."
+    context = "\n".join(["Some filler text about the town. " * 20, *lines, look_alike])
+    root = ScriptedLM([code("print(search('door codes silent orchard'))"), "FINAL(28519, 86405, 59915)"])
+    sub = ScriptedLM(lambda messages: "28519")  # a small model re-reading the lines gives one value
+    result = await small(root, sub=sub).arun("Which door codes does the silent orchard have? Give every one.", context)
+    assert result.answer == "28519, 86405, 59915" and result.stopped_reason == "final" and result.grounded is True
+    assert sub.calls == []
