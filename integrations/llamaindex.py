@@ -19,9 +19,7 @@ engine never reads ``Settings.llm``. Needs ``pip install 'recursa[llamaindex]'``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import queue
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
@@ -214,11 +212,6 @@ def _progress_line(event: Event) -> str | None:
     return None
 
 
-class _Failed:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
 # -- the query engine ---------------------------------------------------------------------------------------
 
 
@@ -353,36 +346,13 @@ class RLMQueryEngine(BaseQueryEngine):
         return response
 
     def _stream(self, question: str, response: RLMStreamingResponse) -> Iterator[str]:
-        """Run in a thread with its own event loop; yield progress as events arrive, then the answer."""
-        items: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        handle: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
-
-        async def run() -> Result:
-            handle.append((asyncio.get_running_loop(), asyncio.current_task()))  # type: ignore[arg-type]
-            return await self.rlm.arun(question, self.context, budget=self.budget, on_event=items.put)
-
-        def work() -> None:
-            try:
-                items.put(asyncio.run(run()))
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-                items.put(_Failed(exc))
-
-        thread = threading.Thread(target=work, name="recursa-llamaindex-stream", daemon=True)
-        thread.start()
-        item: Any = None
-        try:
-            while not isinstance(item := items.get(), Result | _Failed):
-                if self.stream_progress and (line := _progress_line(item)):
+        """Yield progress as the run's events arrive (``RLM.stream``), then the answer; stopping early cancels."""
+        with self.rlm.stream(question, self.context, budget=self.budget) as run:
+            for event in run:
+                if self.stream_progress and (line := _progress_line(event)):
                     yield line
-        finally:
-            if not isinstance(item, Result | _Failed) and handle:  # the consumer stopped early: cancel
-                loop, task = handle[0]
-                with contextlib.suppress(RuntimeError):  # the loop closed: the run ended meanwhile
-                    loop.call_soon_threadsafe(task.cancel)
-            thread.join()
-        if isinstance(item, _Failed):
-            raise item.exc
-        yield from self._finish(item, response, *self._sources(item))
+            result = run.result()
+        yield from self._finish(result, response, *self._sources(result))
 
     async def _astream(self, question: str, response: AsyncStreamingResponse) -> AsyncIterator[str]:
         """Run as a task; yield progress as events arrive, then the answer."""
