@@ -605,6 +605,9 @@ class _Run:
         verdict: Grounding = check_grounding(answer, self.question, evidence)
         if verdict.grounded and not last_chance:
             verdict = await self._verify(answer, verdict, evidence)
+        elif verdict.grounded is False and (doubt := self._lookalike(self.search_report.full_lines)):
+            # An invented value where the key is absent: point at the absence, and offer to say so.
+            verdict = Grounding(False, verdict.missing, f"{verdict.reason}; and {doubt.reason}", may_answer=True)
         self.grounded = verdict.grounded
         if verdict.grounded is not False or last_chance or self.grounding_turn_used:
             if verdict.grounded is False:
@@ -651,13 +654,8 @@ class _Run:
     def _second_look(self, answer: str, claims: tuple[str, ...], lines: list[str]) -> Grounding | None:
         """Checks against what the host's first search found: a look-alike key, or one value of several."""
         report = self.search_report
-        if pair := lookalike(self.question, report.absent, lines):
-            asked, found = pair
-            return Grounding(False, reason=(
-                f"the question asks about the {asked}, but {asked.split()[0]!r} occurs nowhere in the text, and the "
-                f"line(s) your answer comes from are about the {found}. If that is a different thing, answer "
-                f"FINAL(The text does not mention the {asked}.); if it is the same thing, give your answer again"),
-                may_answer=True)
+        if doubt := self._lookalike(lines):
+            return doubt
         if report.complete and (left := uncovered_lines(claims, report.full_lines)):
             n = len(report.full_lines)
             others = " | ".join(clip(line, 200, note="...") for line in left)
@@ -667,6 +665,17 @@ class _Run:
                 "question asks for every value, answer with all of them; if it asks for one, give your answer again"),
                 may_answer=True)
         return None
+
+    def _lookalike(self, lines: list[str] | tuple[str, ...]) -> Grounding | None:
+        """A refusal when ``lines`` are about a look-alike of the question's key (see ``lookalike``)."""
+        if not (pair := lookalike(self.question, self.search_report.absent, list(lines))):
+            return None
+        asked, found = pair
+        return Grounding(False, reason=(
+            f"the question asks about the {asked}, but {asked.split()[0]!r} occurs nowhere in the text, and the "
+            f"line(s) that match the question are about the {found}. If that is a different thing, answer "
+            f"FINAL(The text does not mention the {asked}.); if it is the same thing, give your answer again"),
+            may_answer=True)
 
     def _stop_reason(self, reason: str) -> str:
         return "ungrounded" if reason == "final" and self.grounded is False else reason

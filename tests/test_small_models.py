@@ -326,3 +326,13 @@ async def test_every_value_of_a_key_read_off_its_own_lines_is_accepted_without_a
     result = await small(root, sub=sub).arun("Which door codes does the silent orchard have? Give every one.", context)
     assert result.answer == "28519, 86405, 59915" and result.stopped_reason == "final" and result.grounded is True
     assert sub.calls == []
+
+
+async def test_an_invented_value_for_an_absent_key_is_refused_with_the_absence_pointed_out() -> None:
+    root = GrammarLM([code("print(search('manager sunny ferry'))"), "FINAL(12345)",
+                      "FINAL(The text does not mention the sunny ferry.)"])
+    result = await small(root).arun("Who is the manager of the sunny ferry?", DEPOTS)
+    refusal = next(n for n in notices(result) if "not grounded" in n)
+    assert "never printed: 12345" in refusal and "'sunny' occurs nowhere in the text" in refusal
+    assert root.params[2]["grammar"] == STEP_GRAMMAR
+    assert result.answer == "The text does not mention the sunny ferry." and result.stopped_reason == "final"
