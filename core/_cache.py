@@ -9,7 +9,9 @@ What is cached, and why:
 - **The key is the whole request**: the endpoint, the model, every message and every sampling
   parameter, the client's defaults merged in (a ``max_tokens`` set on the client changes the key as
   much as one passed per call). A parameter that cannot be written as JSON makes the call uncached
-  rather than keyed loosely.
+  rather than keyed loosely. One thing is left out: the loop's ``budget left: ...`` line, which says
+  how many seconds (and, with hits being free, tokens and dollars) remain. It differs on every run, so
+  keeping it would make a rerun's root calls miss after its first; a rerun replays the earlier run.
 - **Greedy calls only, unless asked**: a call is reproducible, hence cacheable, when its effective
   temperature is 0 (the embedded model's default; ``OpenAIChat`` only with ``temperature=0``, since
   the server's own default samples). ``LMCache(sampled=True)`` caches every call: a rerun then
@@ -34,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -58,6 +61,8 @@ DEFAULT_MAX_BYTES = 512 * 2**20
 _SCHEMA_VERSION = 1
 T = TypeVar("T")
 _EVICT_TO = 0.9
+_BUDGET_LINE = re.compile(r"budget left: [^\n]*")
+"""What the loop shows the root model of its budget each turn (``Transcript.render``): left out of keys."""
 _ENTRY_OVERHEAD = 160
 """Bytes an entry costs beyond its text (key, names, numbers): counted so tiny replies are bounded too."""
 
@@ -353,12 +358,14 @@ def endpoint_of(lm: LM) -> str:
 
 
 def request_identity(lm: LM, messages: list[Message], params: Mapping[str, Any]) -> dict[str, Any]:
-    """Everything that decides a call's answer: endpoint, model, messages and the effective sampling parameters
-    (the client's defaults, from its ``sampling_defaults()`` when it has one, overridden by ``params``)."""
+    """Everything that decides a call's answer: endpoint, model, messages (their budget lines masked) and the
+    effective sampling parameters (the client's ``sampling_defaults()`` overridden by ``params``)."""
     defaults = getattr(lm, "sampling_defaults", None)
     effective = {**(defaults() if callable(defaults) else {}), **params}
     model = effective.pop("model", lm.model)
-    return {"endpoint": endpoint_of(lm), "model": model, "messages": messages, "params": effective}
+    shown = [{**m, "content": _BUDGET_LINE.sub("budget left: -", m["content"])}
+             if isinstance(m.get("content"), str) and "budget left: " in m["content"] else m for m in messages]
+    return {"endpoint": endpoint_of(lm), "model": model, "messages": shown, "params": effective}
 
 
 # -- choosing a cache -------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import queue
 import re
 import threading
@@ -22,6 +23,7 @@ from typing import Any
 import anyio
 
 from ._budget import Budget, Spend, SubCallsRefused
+from ._cache import LMCache, resolve_cache, with_cache
 from ._context import Context, load_context
 from ._exceptions import RecursaError
 from ._grounding import (
@@ -84,6 +86,12 @@ class Result:
     nothing to check, e.g. "not found")."""
     model: str = ""
     """The root model that gave the answer."""
+    cache_hits: int = 0
+    """Model calls answered from the LM cache: free, and not counted against any budget."""
+    cache_misses: int = 0
+    """Cacheable calls the cache did not hold (the model answered; the answer is stored now)."""
+    saved_usd: float = 0.0
+    """What the cache hits cost when they were first made."""
 
     def to_dict(self, *, include_trace: bool = False) -> dict[str, Any]:
         out = {
@@ -98,6 +106,7 @@ class Result:
             "error": self.error,
             "grounded": self.grounded,
             "model": self.model,
+            "cache": {"hits": self.cache_hits, "misses": self.cache_misses, "saved_usd": round(self.saved_usd, 6)},
         }
         if include_trace:
             out["trace"] = [e.to_dict() for e in self.trace]
@@ -127,6 +136,7 @@ class RLM:
         history: str | None = None,
         first_search: bool | None = None,
         verify_answers: bool | None = None,
+        cache: LMCache | str | os.PathLike[str] | bool | None = None,
     ) -> None:
         """
         Args:
@@ -148,6 +158,10 @@ class RLM:
             verify_answers: check every FINAL against what the code printed and the REPL's variables; an answer
                 asserting values never shown gets one turn to show them, and is reported as ``grounded=False``
                 with ``stopped_reason="ungrounded"`` if it still cannot. Default: on with compact history.
+            cache: where identical model calls are answered from (``recursa._cache``): None, the default, is the
+                per-user cache for greedy (temperature 0) calls (``RECURSA_CACHE=off`` disables it); False, none;
+                a directory; or an ``LMCache`` (``LMCache(sampled=True)`` caches sampled calls too). A hit is free
+                and counts against no budget; ``Result`` reports hits, misses and the dollars saved.
         """
         if root is None:
             from ._defaults import default_lm
@@ -171,6 +185,7 @@ class RLM:
         self.first_search = small if first_search is None else first_search
         self.verify_answers = small if verify_answers is None else verify_answers
         self.sub_context_chars = sub_context_chars or (sub_window * 3 // 4 if sub_window else 100_000)
+        self.cache = resolve_cache(cache)
 
     def __repr__(self) -> str:
         return f"RLM(root={self.root.model!r}, sub={self.sub.model!r}, budget={self.budget})"
@@ -449,6 +464,8 @@ class _Run:
         self.sub_calls = 0
         self.usage = Usage()
         self.cost_usd = 0.0
+        self.cache_hits = self.cache_misses = 0
+        self.saved_usd = 0.0
         self.started = time.monotonic()
         self.seen_output = False
         """A code step ran without error: only then may a FINAL be accepted (with ``require_look``)."""
@@ -481,7 +498,7 @@ class _Run:
             parent_run_id=self.parent_run_id, sandbox=list(getattr(self.sandbox, "mechanisms", [])),
         ))
         try:
-            answer, reason = await self._loop()
+            answer, reason = await (self._loop_while_warming() if owned else self._loop())
         except RecursaError as exc:
             exc.result = self._finish(None, "error", error=str(exc))
             raise
@@ -493,6 +510,26 @@ class _Run:
                 with anyio.CancelScope(shield=True):
                     await self.sandbox.aclose()
         return self._finish(answer, reason)
+
+    async def _loop_while_warming(self) -> tuple[str | None, str]:
+        """The loop, with the REPL worker starting beside the first root call rather than after it: the worker is
+        ready when the first code block arrives (its start would otherwise add ~0.3 s before the first step)."""
+        outcome: tuple[str | None, str] | BaseException
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._warm_sandbox)
+            try:
+                outcome = await self._loop()
+            except BaseException as exc:  # re-raised below as itself, not inside the task group's ExceptionGroup
+                outcome = exc
+            tg.cancel_scope.cancel()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def _warm_sandbox(self) -> None:
+        assert self.sandbox is not None
+        with contextlib.suppress(Exception):  # a worker that cannot start says so when the first step needs it
+            await self.sandbox.start()
 
     async def _loop(self) -> tuple[str | None, str]:
         self.transcript = Transcript(
@@ -707,7 +744,7 @@ class _Run:
         try:
             with anyio.fail_after(self._time_left()):
                 async with self.limiter:
-                    completion = await lm.complete(messages, **params)
+                    completion = await with_cache(lm, self.rlm.cache).complete(messages, **params)
         except TimeoutError:
             failed("the timeout budget was used up during this call")
             raise _TimeBudgetSpent() from None
@@ -717,13 +754,12 @@ class _Run:
         except Exception as exc:
             failed(str(exc))
             raise
-        self._account(completion.usage, completion.cost_usd)
-        self.emit(LMCalled(
-            run_id=self.run_id, depth=depth, role=role, model=completion.model or lm.model,
-            iteration=self.iteration, prompt=prompt, response=completion.text,
-            input_tokens=completion.usage.input_tokens, output_tokens=completion.usage.output_tokens,
-            latency_s=time.monotonic() - started, cost_usd=completion.cost_usd,
-        ))
+        self._account(completion.usage, completion.cost_usd)  # a cache hit: zero of both, so no budget counts it
+        self.cache_hits += completion.cached
+        self.cache_misses += completion.cache == "miss"
+        self.saved_usd += completion.saved_usd
+        self.emit(LMCalled.answered(completion, run_id=self.run_id, depth=depth, role=role, model=lm.model,
+                                    iteration=self.iteration, prompt=prompt, latency_s=time.monotonic() - started))
         return completion.text
 
     async def _run_blocks(self, blocks: list[str]) -> tuple[str, str | None, str]:
@@ -826,6 +862,8 @@ class _Run:
         )
         result = await child.execute()
         self.usage, self.cost_usd = self.usage + child.usage, self.cost_usd + child.cost_usd
+        self.cache_hits, self.cache_misses = self.cache_hits + child.cache_hits, self.cache_misses + child.cache_misses
+        self.saved_usd += child.saved_usd
         return result.answer or ""
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -870,7 +908,8 @@ class _Run:
         return Result(answer=answer, stopped_reason=reason, iterations=self.iteration, sub_calls=self.sub_calls,
                       usage=self.usage, cost_usd=self.cost_usd, duration_s=duration, run_id=self.run_id,
                       trace=self.trace, error=error, grounded=self.grounded if answer is not None else None,
-                      model=self.rlm.root.model)
+                      model=self.rlm.root.model, cache_hits=self.cache_hits, cache_misses=self.cache_misses,
+                      saved_usd=self.saved_usd)
 
 
 class _TimeBudgetSpent(Exception):

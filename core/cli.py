@@ -155,10 +155,7 @@ def ask(
         budget = Budget().with_overrides(max_iterations=max_iterations, max_depth=max_depth,
                                          max_sub_calls=max_sub_calls, max_tokens=max_tokens,
                                          max_cost_usd=max_cost, timeout_s=timeout)
-        from ._cache import resolve_cache, with_cache
-
-        lm_cache = resolve_cache(cache_choice(cache, cache_dir))
-        rlm = RLM(with_cache(root, lm_cache), with_cache(sub, lm_cache), budget=budget, concurrency=concurrency)
+        rlm = RLM(root, sub, budget=budget, concurrency=concurrency, cache=cache_choice(cache, cache_dir))
         result = run_with_progress(rlm, question, ctx, budget=budget, trace=trace, show=sys.stderr.isatty())
     except RecursaError as exc:
         _fail_run(str(exc), as_json, partial=getattr(exc, "result", None))

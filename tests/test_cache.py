@@ -89,6 +89,20 @@ def test_the_embedded_model_is_greedy_by_default(tmp_path: Path) -> None:
     assert cache.key(LocalLlama(), HI, {}) != cache.key(LocalLlama(n_ctx=4096), HI, {})
 
 
+def test_the_budget_line_is_not_part_of_the_key(cache: LMCache) -> None:
+    """It says how many seconds are left, which differs on every run: a rerun's root calls must still hit."""
+    lm = ScriptedLM(["x"])
+
+    def turn(left: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": f"Look at the data.\nbudget left: {left}\nWrite code."}]
+
+    assert cache.key(lm, turn("29 turns, 899.9 seconds"), {"temperature": 0}) == cache.key(
+        lm, turn("29 turns, 412.0 seconds"), {"temperature": 0})
+    assert cache.key(lm, turn("29 turns"), {"temperature": 0}) != cache.key(
+        lm, [{"role": "user", "content": "Look at the other data.\nbudget left: 29 turns\nWrite code."}],
+        {"temperature": 0})
+
+
 def test_a_parameter_that_is_not_json_leaves_the_call_uncached(cache: LMCache) -> None:
     assert cache.key(ScriptedLM(["x"]), HI, {"temperature": 0, "logits_processor": object()}) is None
 
@@ -284,3 +298,71 @@ def test_cache_stats_and_clear_commands(tmp_path: Path) -> None:
     cleared = runner.invoke(app, ["cache", "clear", "--cache-dir", str(tmp_path)])
     assert cleared.exit_code == 0 and "removed 1" in cleared.stdout
     assert cache.stats().entries == 0
+
+
+# -- in the loop --------------------------------------------------------------------------------------------
+
+
+def _script(request: dict[str, Any]) -> dict[str, Any]:
+    """Root: look (three sub-calls), then answer. Sub: a word per prompt. 1,000 tokens in, 100 out each."""
+    messages = request["messages"]
+    usage = {"prompt_tokens": 1000, "completion_tokens": 100}
+    if messages[-1]["content"].startswith("part "):
+        return {"text": "seen " + messages[-1]["content"], "usage": usage}
+    looked = any(m["role"] == "assistant" for m in messages)
+    code = "```repl\nparts = llm_query_batched([f'part {i}' for i in range(3)])\nprint(parts)\n```"
+    return {"text": "FINAL(three parts)" if looked else code, "usage": usage}
+
+
+def _rlm(server: FakeOpenAIServer, cache: Any, **kwargs: Any) -> Any:
+    from recursa import RLM
+
+    return RLM(chat(server, temperature=0), chat(server, temperature=0), cache=cache, **kwargs)
+
+
+def test_a_rerun_is_answered_from_the_cache_free_and_credited(tmp_path: Path) -> None:
+    from recursa import Budget, LMCalled
+
+    with FakeOpenAIServer(_script) as server:
+        first = _rlm(server, tmp_path).run("how many parts?", "some context")
+        calls = server.request_count
+        # Hits are free: a budget the first run's spending would break does not stop the rerun.
+        tight = Budget(max_cost_usd=first.cost_usd / 10, max_tokens=100)
+        again = _rlm(server, LMCache(tmp_path)).run("how many parts?", "some context", budget=tight)
+        assert server.request_count == calls == 5  # 2 root + 3 sub, none the second time
+    assert first.answer == again.answer == "three parts" and again.stopped_reason == "final"
+    assert (first.cache_hits, first.cache_misses, first.saved_usd) == (0, 5, 0.0)
+    assert (again.cache_hits, again.cache_misses) == (5, 0)
+    assert again.cost_usd == 0.0 and again.usage.total_tokens == 0 and again.saved_usd == pytest.approx(first.cost_usd)
+    hits = [e for e in again.trace if isinstance(e, LMCalled)]
+    assert len(hits) == 5 and all(e.cached and e.cost_usd == 0.0 for e in hits)
+    assert not any(e.cached for e in first.trace if isinstance(e, LMCalled))
+    assert again.to_dict()["cache"] == {"hits": 5, "misses": 0, "saved_usd": round(first.cost_usd, 6)}
+
+
+def test_cache_false_and_a_sampling_client_go_to_the_model(tmp_path: Path) -> None:
+    from recursa import RLM
+
+    with FakeOpenAIServer(_script) as server:
+        for _ in range(2):
+            off = _rlm(server, False).run("how many parts?", "some context")
+        assert server.request_count == 10 and off.cache_misses == 0
+        sampled = RLM(chat(server), chat(server), cache=tmp_path).run("how many parts?", "some context")
+        assert server.request_count == 15 and (sampled.cache_hits, sampled.cache_misses) == (0, 0)
+
+
+def test_cli_json_reports_hits_and_no_cache_turns_it_off(tmp_path: Path) -> None:
+    from recursa.cli import app
+    from typer.testing import CliRunner
+
+    (tmp_path / "ctx.txt").write_text("some context")
+    runner = CliRunner()
+    with FakeOpenAIServer(_script) as server:
+        args = ["ask", "how many parts?", "-c", str(tmp_path / "ctx.txt"), "--model", "gpt-5-mini", "--base-url",
+                server.base_url, "--api-key", "k", "--json", "--cache", "--cache-dir", str(tmp_path / "cache")]
+        outs = [json.loads(runner.invoke(app, args).stdout) for _ in range(2)]
+        assert server.request_count == 5
+        off = json.loads(runner.invoke(app, [*args, "--no-cache"]).stdout)
+        assert server.request_count == 10
+    assert outs[0]["cache"]["misses"] == 5 and outs[1]["cache"]["hits"] == 5 and outs[1]["cost_usd"] == 0.0
+    assert outs[1]["cache"]["saved_usd"] == outs[0]["cost_usd"] > 0 and off["cache"]["hits"] == 0
