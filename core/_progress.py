@@ -68,6 +68,23 @@ class RunProgress:
         if self._live is not None:
             self._live.refresh()
 
+    # The tally's counts, read here by recursa.serve's progress text (until it feeds a Tally of its own).
+    @property
+    def iteration(self) -> int:
+        return self.tally.iteration
+
+    @property
+    def sub_calls(self) -> int:
+        return self.tally.sub_calls
+
+    @property
+    def tokens(self) -> int:
+        return self.tally.tokens
+
+    @property
+    def cost_usd(self) -> float:
+        return self.tally.cost_usd
+
     def render(self) -> Text:
         elapsed = self._get_time() - self._started
         tally = self.tally
