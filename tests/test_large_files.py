@@ -78,8 +78,9 @@ def test_write_utf8_spans_texts_and_files_alike(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_the_worker_sees_the_whole_large_file(tmp_path: Path) -> None:
     text = big_text(tmp_path / "big.txt")
-    ctx = load_context(tmp_path / "big.txt")
+    plain = big_text(tmp_path / "plain.txt", line="ascii only, read in place\n")  # the worker's other way in
+    ctx = load_files([tmp_path / "big.txt", tmp_path / "plain.txt"])
     async with ReplSandbox(ctx) as sandbox:
-        result = await sandbox.execute("print(len(context), context.count('€'), context[-3:] == 'ok\\n')")
-    assert result.output.split() == [str(len(text)), str(text.count("€")), "True"]
-    assert isinstance(ctx.parts[0], FileText)  # the host never read it
+        result = await sandbox.execute("print([(len(d), d.count('€'), d.count('place'), d[-9:]) for d in context])")
+    assert result.output.strip() == str([(len(d), d.count("€"), d.count("place"), d[-9:]) for d in (text, plain)])
+    assert all(isinstance(part, FileText) for part in ctx.parts)  # the host never read them

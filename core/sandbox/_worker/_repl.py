@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import ctypes
 import fcntl
 import io
 import linecache
@@ -587,19 +588,45 @@ def _format_exception(exc: BaseException) -> str:
 
 
 def load_documents(cfg: dict, fd: int) -> list[str]:
-    """Decode every document straight from a read-only mapping: one copy of the text, in the str objects."""
-    spans = cfg["spans"]
+    """Load every document once. An ASCII one (most logs and code) is read straight into its str, so loading it
+    takes its own size and no more; any other is decoded from a read-only mapping, whose pages and the str then
+    coexist until the mapping closes (twice the size, briefly)."""
     size = os.fstat(fd).st_size
     documents = []
-    if size:
-        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mm, memoryview(mm) as view:
-            for start, end in spans:
-                with view[start:end] as part:
-                    documents.append(str(part, "utf-8", "surrogatepass"))
-    else:
-        documents = ["" for _ in spans]
+    for start, end in cfg["spans"]:
+        text = _read_ascii(fd, start, end - start)
+        if text is None:
+            with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mm, memoryview(mm) as view, view[start:end] as part:
+                text = str(part, "utf-8", "surrogatepass")
+        documents.append(text)
     os.close(fd)
     return documents
+
+
+def _read_ascii(fd: int, start: int, length: int) -> str | None:
+    """``length`` bytes of ``fd`` from ``start`` as a new str filled in place, or None if they are not all ASCII.
+
+    CPython keeps an ASCII str's characters right after its header (the size of "" less its NUL), so a str made
+    with ``PyUnicode_New`` and not yet seen by anyone can be read into like a buffer.
+    """
+    if length == 0:
+        return ""
+    new = ctypes.pythonapi.PyUnicode_New
+    new.restype, new.argtypes = ctypes.py_object, (ctypes.c_ssize_t, ctypes.c_uint32)
+    text = new(length, 127)
+    buffer = (ctypes.c_char * length).from_address(id(text) + sys.getsizeof("") - 1)
+    with memoryview(buffer).cast("B") as view:
+        done = 0
+        while done < length:
+            with view[done : done + _ASCII_CHUNK] as chunk:
+                got = os.preadv(fd, [chunk], start + done)
+                if got == 0 or not chunk[:got].tobytes().isascii():
+                    return None  # not ASCII (or shorter than its span): decode it instead
+            done += got
+    return text
+
+
+_ASCII_CHUNK = 4 * 2**20
 
 
 def capture_output() -> int:
