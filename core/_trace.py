@@ -314,7 +314,6 @@ class Tally:
     fields; only ``update`` changes them. Totals cover every depth: sub-calls and ``rlm_query`` sub-runs.
     """
 
-    events: int = 0
     iteration: int = 0
     """The top-level run's latest root iteration."""
     usage: Usage = Usage()
@@ -347,14 +346,8 @@ class Tally:
         """Runs whose start is in the trace (a cut trace can name runs it has not seen start)."""
         return sum(run.started is not None for run in self.runs.values())
 
-    @property
-    def run(self) -> RunTally | None:
-        """The first top-level run that started (the run a trace or a stream is about)."""
-        return next((r for r in self.top if r.started is not None and r.depth == 0), None)
-
     def update(self, event: Event) -> None:
         """Count one event."""
-        self.events += 1
         if isinstance(event, RunStarted):
             self._started(event)
             return

@@ -43,3 +43,9 @@ def test_clock_ticks_between_events() -> None:
         while "42s · thinking" not in out.getvalue() and time.monotonic() < deadline:
             time.sleep(0.02)
     assert "42s · thinking" in out.getvalue()
+
+
+def test_cache_hits_are_counted_and_shown() -> None:
+    progress = RunProgress(file=io.StringIO(), enabled=False, get_time=iter([0.0, 1.0]).__next__)
+    progress.update(LMCalled(run_id="r", role="root", model="m", iteration=1, prompt="p", response="x", cached=True))
+    assert progress.tally.cached == 1 and "tokens 0 · 1 cached" in progress.render().plain

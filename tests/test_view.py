@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from recursa import RLM, Budget, ScriptedLM, TraceFormatError, read_trace
+from recursa._trace import Tally
 from recursa._view import build_tree, embed_json, render_html, write_html
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -58,6 +59,23 @@ def test_tree_groups_iterations_sub_calls_and_sub_runs(real_trace: Path) -> None
     assert child["finished"]["answer"] == "child says hello"
     assert not third["code"] and "FINAL(gammaword" in third["roots"][0]["response"]
     assert tree["counts"]["sub_calls"] == 3 and tree["counts"]["runs"] == 2
+
+
+def test_the_tally_of_a_trace_agrees_with_the_run(tmp_path: Path) -> None:
+    """The one tally every display reads: totals over every depth, a sub-run's spending in its parent's step."""
+    sub = ScriptedLM(lambda m: "label for " + m[-1]["content"], model="sub-model")
+    rlm = RLM(ScriptedLM(traced_root, model="root-model"), sub, budget=Budget(max_depth=2))
+    result = rlm.run("Which word is the answer?", "line one\nline two\n" * 50, trace_path=tmp_path / "t.jsonl")
+    tally = Tally.of(read_trace(tmp_path / "t.jsonl"))
+    assert tally.tokens == result.usage.total_tokens and tally.cost_usd == pytest.approx(result.cost_usd)
+    assert tally.iteration == result.iterations == 3 and tally.calls["sub"] == 3 and tally.runs_started == 2
+    assert tally.sub_calls == 4 and tally.code_runs >= 3 and tally.cached == 0  # 3 llm_query + 1 rlm_query
+    [top] = tally.top
+    child = tally.runs[top.steps[1].children[0]]
+    assert child.parent_step is top.steps[1] and child.finished is not None
+    child_tokens = child.finished.usage["total_tokens"]
+    assert top.steps[1].usage.total_tokens >= top.steps[1].root_usage.total_tokens + child_tokens
+    assert sum(step.usage.total_tokens for step in top.steps) == result.usage.total_tokens
 
 
 def test_embedded_json_cannot_close_the_script_element() -> None:
