@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import IO, Any, ClassVar, get_origin, get_type_hints
 
@@ -184,18 +184,20 @@ def event_from_dict(data: Mapping[str, Any]) -> Event:
     cls = _EVENT_TYPES.get(data.get("type"))  # type: ignore[arg-type]
     if cls is None:
         raise TraceFormatError(f"not a trace event this version knows: type {data.get('type')!r}")
-    values: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.name in data:
-            values[f.name] = data[f.name]
-        elif f.default is MISSING and f.default_factory is MISSING:
-            values[f.name] = _blank(_hints(cls)[f.name])
+    names, blanks = _fields_of(cls)
+    values = {name: data[name] for name in names if name in data}
+    for name, blank in blanks.items():
+        if name not in values:
+            values[name] = blank()
     return cls(**values)
 
 
 @cache
-def _hints(cls: type[Event]) -> dict[str, Any]:
-    return get_type_hints(cls)
+def _fields_of(cls: type[Event]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """An event type's field names, and a maker of a blank value for each required one."""
+    hints = get_type_hints(cls)
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    return tuple(f.name for f in fields(cls)), {name: partial(_blank, hints[name]) for name in required}
 
 
 def _blank(hint: Any) -> Any:

@@ -72,7 +72,7 @@ def build_tree(events: TraceEvents, *, max_field_chars: int = MAX_FIELD_CHARS) -
     shown: dict[tuple[str, int], dict[str, Any]] = {}  # (run id, iteration) -> what the page shows of it
 
     def cut(value: Any, limit: int = max_field_chars) -> Any:
-        return clip(value, limit, note=_CUT) if isinstance(value, str) else value
+        return clip(value, limit, note=_CUT) if isinstance(value, str) and len(value) > limit else value
 
     def picked(event: Event, names: Sequence[str]) -> dict[str, Any]:
         return {name: cut(getattr(event, name)) for name in names}
