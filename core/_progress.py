@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import IO
+from typing import IO, Any
 
 from rich.console import Console
 from rich.live import Live
@@ -68,22 +68,12 @@ class RunProgress:
         if self._live is not None:
             self._live.refresh()
 
-    # The tally's counts, read here by recursa.serve's progress text (until it feeds a Tally of its own).
-    @property
-    def iteration(self) -> int:
-        return self.tally.iteration
-
-    @property
-    def sub_calls(self) -> int:
-        return self.tally.sub_calls
-
-    @property
-    def tokens(self) -> int:
-        return self.tally.tokens
-
-    @property
-    def cost_usd(self) -> float:
-        return self.tally.cost_usd
+    def __getattr__(self, name: str) -> Any:
+        """The tally's counts read through the display (``iteration``, ``sub_calls``, ``tokens``, ``cost_usd``):
+        recursa.serve's progress text reads them so."""
+        if name.startswith("_") or name == "tally":
+            raise AttributeError(name)
+        return getattr(self.tally, name)
 
     def render(self) -> Text:
         elapsed = self._get_time() - self._started
