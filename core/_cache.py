@@ -156,9 +156,10 @@ class LMCache:
     def key(self, lm: LM, messages: list[Message], params: Mapping[str, Any]) -> str | None:
         """The entry a call would use, or ``None`` when it must not be cached (it samples, or a parameter
         cannot be written as JSON)."""
-        identity = request_identity(lm, messages, params)
-        if not self.sampled and identity["params"].get("temperature") != 0:
-            return None
+        effective = sampling_params(lm, params)
+        if not self.sampled and effective.get("temperature") != 0:
+            return None  # decided before the messages are looked at: most calls of a sampling client end here
+        identity = request_identity(lm, messages, effective)
         try:
             text = json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError):
@@ -357,11 +358,17 @@ def endpoint_of(lm: LM) -> str:
     return url if isinstance(url, str) else f"{type(lm).__module__}.{type(lm).__qualname__}"
 
 
-def request_identity(lm: LM, messages: list[Message], params: Mapping[str, Any]) -> dict[str, Any]:
-    """Everything that decides a call's answer: endpoint, model, messages (their budget lines masked) and the
-    effective sampling parameters (the client's ``sampling_defaults()`` overridden by ``params``)."""
+def sampling_params(lm: LM, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters a call really uses: the client's ``sampling_defaults()``, when it has them, overridden by
+    ``params``."""
     defaults = getattr(lm, "sampling_defaults", None)
-    effective = {**(defaults() if callable(defaults) else {}), **params}
+    return {**(defaults() if callable(defaults) else {}), **params}
+
+
+def request_identity(lm: LM, messages: list[Message], effective: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything that decides a call's answer: endpoint, model, messages (their budget lines masked) and the
+    effective sampling parameters (``sampling_params``)."""
+    effective = dict(effective)
     model = effective.pop("model", lm.model)
     shown = [{**m, "content": _BUDGET_LINE.sub("budget left: -", m["content"])}
              if isinstance(m.get("content"), str) and "budget left: " in m["content"] else m for m in messages]
