@@ -68,7 +68,7 @@ def test_built_wheel_imports_and_runs(tmp_path: Path) -> None:
                    check=True, timeout=600, capture_output=True)
     wheel = next(dist.glob("recursa-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for expected in ("recursa/__init__.py", "recursa/prompts/rlm.md", "recursa/sandbox/_worker.py",
+    for expected in ("recursa/__init__.py", "recursa/prompts/rlm.md", "recursa/sandbox/_worker/__main__.py",
                      "recursa/integrations/langgraph.py", "recursa/integrations/llamaindex.py",
                      "recursa/mcp_server/__init__.py", "recursa/serve/__init__.py", "recursa/bench/sniah.py",
                      "recursa/viewer/page.html", "recursa/viewer/page.css", "recursa/viewer/page.js",
