@@ -227,9 +227,24 @@ def agrees(extracted: str, answer: str, claims: tuple[str, ...]) -> bool:
     if not text or text.upper().startswith("NONE"):
         return False
     folded, numbers = _collapse(text).casefold(), _numbers(text)
-    if _collapse(_normalise(answer)).casefold() in folded:
+    proposed = _collapse(_normalise(answer)).casefold()
+    if proposed in folded or _same_file(proposed, folded):
         return True
     return bool(claims) and all(_appears(claim, folded, numbers) for claim in claims)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """``zipfile`` and ``zipfile.py``, ``heap.py`` and ``multiprocessing/heap.py``: one file named two ways."""
+    def stem(name: str) -> str:
+        return re.sub(r"\.[a-z0-9]{1,5}$", "", name.strip())
+
+    if not (_PATHLIKE.fullmatch(a) and _PATHLIKE.fullmatch(b)):
+        return False
+    short, long = sorted((stem(a), stem(b)), key=len)
+    return bool(short) and (long == short or long.endswith("/" + short))
+
+
+_PATHLIKE = re.compile(r"[\w.\-]+(?:/[\w.\-]+)*")
 
 
 def is_bare_value(line: str, claims: tuple[str, ...]) -> bool:

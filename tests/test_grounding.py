@@ -81,6 +81,15 @@ def test_an_extracted_answer_agrees_only_when_its_values_match() -> None:
     assert not agrees("1484", "14351", ("14351",))
 
 
+@pytest.mark.parametrize(("extracted", "answer", "same"), [
+    ("zipfile", "zipfile.py", True), ("heap.py", "multiprocessing/heap.py", True),
+    ("multiprocessing/heap", "heap.py", True), ("heap.py", "multiprocessing/pool.py", False),
+    ("zipfile", "zipfile_ext.py", False), ("2", "2390", False),
+])
+def test_one_file_named_two_ways_agrees(extracted: str, answer: str, same: bool) -> None:
+    assert agrees(extracted, answer, (answer,)) is same
+
+
 def test_a_bare_printed_value_is_recognised() -> None:
     assert is_bare_value("82388.99000000001", ("82388.99",))
     assert not is_bare_value("search(...) over 14,351 lines", ("14351",))
