@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO
 
 from rich.console import Console
 from rich.live import Live
@@ -67,13 +67,6 @@ class RunProgress:
             self.last = event.stopped_reason
         if self._live is not None:
             self._live.refresh()
-
-    def __getattr__(self, name: str) -> Any:
-        """The tally's counts read through the display (``iteration``, ``sub_calls``, ``tokens``, ``cost_usd``):
-        recursa.serve's progress text reads them so."""
-        if name.startswith("_") or name == "tally":
-            raise AttributeError(name)
-        return getattr(self.tally, name)
 
     def render(self) -> Text:
         elapsed = self._get_time() - self._started

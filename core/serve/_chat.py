@@ -16,8 +16,7 @@ from typing import Any
 
 from .._budget import Budget
 from .._loop import Result
-from .._progress import RunProgress
-from .._trace import CodeExecuted, Event, IterationStarted, RunStarted
+from .._trace import CodeExecuted, Event, IterationStarted, RunStarted, Tally
 
 __all__ = [
     "BUDGET_FIELDS",
@@ -281,11 +280,11 @@ def chunk(
 
 class ProgressText:
     """What a streaming client is shown while the run works: a line when the run starts, one per root
-    iteration, one per code step. Counters come from the shared run tally (``RunProgress``), not from here."""
+    iteration, one per code step. Counters come from the shared run ``Tally``, not from here."""
 
     def __init__(self, max_iterations: int) -> None:
         self.max_iterations = max_iterations
-        self.tally = RunProgress(enabled=False)
+        self.tally = Tally()
 
     def update(self, event: Event) -> str | None:
         self.tally.update(event)
