@@ -21,9 +21,9 @@ from ._exceptions import (
     SandboxError,
     TraceFormatError,
 )
-from ._lm import LM, Completion, Message, Usage
+from ._lm import LM, Completion, HasWindow, Message, TakesGrammar, Usage
 from ._local import LocalLlama
-from ._loop import RLM, Result, Session
+from ._loop import RLM, Result, RunStream, Session
 from ._openai import OpenAIChat
 from ._pricing import Price
 from ._prompts import PromptTemplates
@@ -53,6 +53,7 @@ __all__ = [
     "ContextError",
     "ContextTooLargeError",
     "Event",
+    "HasWindow",
     "IterationStarted",
     "LMCalled",
     "LMConnectionError",
@@ -73,11 +74,13 @@ __all__ = [
     "Result",
     "RunFinished",
     "RunStarted",
+    "RunStream",
     "SandboxError",
     "SandboxLimits",
     "ScriptedLM",
     "Session",
     "SubCallsStarted",
+    "TakesGrammar",
     "TraceFormatError",
     "Usage",
     "default_lm",

@@ -60,6 +60,7 @@ from recursa import (
     SubCallsStarted,
     Usage,
 )
+from recursa._lm import window_chars
 from recursa._text import clip
 from recursa._trace import Tally
 
@@ -182,7 +183,7 @@ class _RecordingLM:
         self.role = role
         self.recorder = recorder
         self.model = inner.model
-        self.context_chars = getattr(inner, "context_chars", None)
+        self.context_chars = window_chars(inner)
 
     async def complete(self, messages: list[Message], **params: Any) -> Completion:
         rec = self.recorder

@@ -503,9 +503,9 @@ def create_server(
 
             async def start(emit: Callable[[Event], None]) -> Any:
                 if entry.sampling is None:
-                    return await entry.session.ask(question, budget=budget, emit=emit)
+                    return await entry.session.ask(question, budget=budget, on_event=emit)
                 with entry.sampling.bind(ctx):
-                    return await entry.session.ask(question, budget=budget, emit=emit)
+                    return await entry.session.ask(question, budget=budget, on_event=emit)
 
             with anyio.CancelScope() as scope:
                 entry.running = scope

@@ -13,13 +13,12 @@ import recursa
 ROOT = Path(__file__).resolve().parents[1]
 
 PUBLIC_API = [
-    "Budget", "CodeExecuted", "Completion", "Context", "ContextError", "ContextTooLargeError", "Event",
-    "IterationStarted", "LM", "LMCalled", "LMConnectionError", "LMError", "LMResponseError", "LMTimeoutError",
-    "LocalLlama",
-    "Message", "ModelInstallError", "ModelNotFoundError", "Notice", "OpenAIChat", "PathNotAllowedError", "Price",
-    "PromptTemplates", "RecursaError",
-    "ReplSandbox", "Result", "RLM", "RunFinished", "RunStarted", "SandboxError", "SandboxLimits", "ScriptedLM",
-    "Session", "SubCallsStarted", "TraceFormatError", "Usage", "default_lm", "load_context", "read_trace",
+    "Budget", "CodeExecuted", "Completion", "Context", "ContextError", "ContextTooLargeError", "default_lm", "Event",
+    "HasWindow", "IterationStarted", "LM", "LMCalled", "LMConnectionError", "LMError", "LMResponseError",
+    "LMTimeoutError", "load_context", "LocalLlama", "Message", "ModelInstallError", "ModelNotFoundError", "Notice",
+    "OpenAIChat", "PathNotAllowedError", "Price", "PromptTemplates", "read_trace", "RecursaError", "ReplSandbox",
+    "Result", "RLM", "RunFinished", "RunStarted", "RunStream", "SandboxError", "SandboxLimits", "ScriptedLM",
+    "Session", "SubCallsStarted", "TakesGrammar", "TraceFormatError", "Usage",
 ]
 
 

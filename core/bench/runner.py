@@ -31,7 +31,7 @@ from rich.text import Text
 from .._budget import Budget
 from .._context import Context, load_context
 from .._exceptions import LMError, RecursaError
-from .._lm import LM, Usage
+from .._lm import LM, Usage, window_chars
 from .._loop import RLM, Result, run_sync
 from .._text import clip
 from .._trace import Event, IterationStarted, LMCalled, RunFinished, RunStarted, Tally, TraceWriter
@@ -50,7 +50,7 @@ _BASE_SYSTEM = ("Answer the question about the text the user gives you. Reply wi
 
 def base_window(root: LM, base_window_chars: int | None = None) -> int:
     """How many characters of context the ``base`` method shows the model."""
-    return base_window_chars or getattr(root, "context_chars", None) or DEFAULT_BASE_WINDOW_CHARS
+    return base_window_chars or window_chars(root) or DEFAULT_BASE_WINDOW_CHARS
 
 
 def run_bench(
@@ -125,7 +125,7 @@ async def arun_bench(
     notes: list[str] = []
     if "base" in methods:
         source = "as set by --base-window-chars" if base_window_chars else (
-            "the model's window" if getattr(root, "context_chars", None) else
+            "the model's window" if window_chars(root) else
             "a default for models that do not state their window; set --base-window-chars")
         notes.append(f"`base`: the model answers from the first {window:,} characters of each context "
                      f"({source}); the rest is cut off.")
