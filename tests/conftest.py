@@ -1,8 +1,16 @@
-"""Shared test fixtures: anyio on asyncio, and the retry log returned to silence after each test."""
+"""Shared test fixtures: anyio on asyncio, the retry log returned to silence after each test, and a check
+that no REPL worker outlives the test session."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
+from processes import cmdline, workers_of
+
+WORKER_EXIT_GRACE_S = 10.0
+"""How long a worker closed by the last test may take to exit (its kill and reaping are asynchronous)."""
 
 
 @pytest.fixture
@@ -20,3 +28,15 @@ def _quiet_retry_log():
     for handler in list(retries.handlers):
         retries.removeHandler(handler)
     retries.propagate = True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_worker_left_running():
+    """Every run, session and server a test started must end its REPL worker: any left when the session
+    ends is a leak (a sandbox's close or a cancelled run that failed to stop its processes)."""
+    yield
+    deadline = time.monotonic() + WORKER_EXIT_GRACE_S
+    while (left := workers_of(os.getpid())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, "REPL workers still running after the last test: " + "; ".join(
+        f"{pid}: {cmdline(pid)}" for pid in left)

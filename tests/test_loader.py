@@ -293,9 +293,9 @@ def test_cli_loads_the_same_files_prints_a_summary_and_opens_nothing_outside(pro
 
 
 def test_mcp_server_loads_the_same_files_and_opens_nothing_outside(project: Path, tmp_path: Path) -> None:
-    mcp = pytest.importorskip("mcp")
+    mcp = pytest.importorskip("mcp", reason="the MCP server needs pip install 'recursa[mcp]'")
     if not hasattr(mcp, "Client"):
-        pytest.skip("drives the server with the mcp 2.x client")
+        pytest.skip("drives the server with the mcp 2.x client: pip install --upgrade 'recursa[mcp]'")
     import anyio
     from recursa.mcp_server import create_server
 
@@ -328,7 +328,7 @@ def test_mcp_server_loads_the_same_files_and_opens_nothing_outside(project: Path
 
 
 def test_langchain_file_tool_loads_the_same_files_and_opens_nothing_outside(project: Path, tmp_path: Path) -> None:
-    pytest.importorskip("langchain_core")
+    pytest.importorskip("langchain_core", reason="the LangChain adapter needs pip install 'recursa[langgraph]'")
     from recursa.integrations.langchain import create_rlm_file_tool
 
     lm = ScriptedLM(names_reply)

@@ -21,7 +21,8 @@ import pytest
 
 mcp = pytest.importorskip("mcp", reason="the MCP server needs pip install 'recursa[mcp]'")
 if not hasattr(mcp, "Client"):
-    pytest.skip("these tests drive the server with the mcp 2.x client", allow_module_level=True)
+    pytest.skip("these tests drive the server with the mcp 2.x client: pip install --upgrade 'recursa[mcp]'",
+                allow_module_level=True)
 from fake_openai import FakeOpenAIServer  # noqa: E402
 from mcp import Client, StdioServerParameters, types  # noqa: E402
 from processes import cmdline, descendants, workers_of  # noqa: E402

@@ -26,7 +26,7 @@ from fake_openai import FakeOpenAIServer
 
 pytest.importorskip("starlette", reason="pip install 'recursa[serve]'")
 pytest.importorskip("uvicorn", reason="pip install 'recursa[serve]'")
-openai = pytest.importorskip("openai")
+openai = pytest.importorskip("openai", reason="the tests' OpenAI client comes with pip install 'recursa[dev]'")
 
 from processes import workers_of  # noqa: E402
 from recursa import Budget, read_trace  # noqa: E402
