@@ -16,7 +16,6 @@ from ._defaults import make_models
 from ._exceptions import RecursaError
 from ._lm import Usage
 from ._loop import RLM, Result, run_sync
-from ._progress import RunProgress
 from .bench.commands import bench, view
 
 app = typer.Typer(
@@ -70,10 +69,14 @@ def _main() -> None:
 
 def run_with_progress(rlm: RLM, question: str, context: Any, *, budget: Budget, trace: Path | None,
                       show: bool) -> Result:
-    """Run and draw the live status line on stderr while events arrive."""
+    """Run and draw the live status line on stderr while events arrive (only on a terminal: piped or captured,
+    nothing is drawn, and ``rich`` is not even imported)."""
+    if not show:
+        return run_sync(lambda: rlm.arun(question, context, budget=budget, trace_path=trace))
+    from ._progress import RunProgress
 
     async def go() -> Result:
-        with RunProgress(enabled=show) as progress:
+        with RunProgress() as progress:
             return await rlm.arun(question, context, budget=budget, trace_path=trace, on_event=progress.update)
 
     return run_sync(go)
