@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -63,7 +65,8 @@ def test_import_needs_no_framework() -> None:
 def test_built_wheel_imports_and_runs(tmp_path: Path) -> None:
     """Build the wheel, install it alone into a directory, and run the real loop and CLI from it."""
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
+    source = clean_copy(tmp_path)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(source)],
                    check=True, timeout=600, capture_output=True)
     wheel = next(dist.glob("recursa-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -91,3 +94,16 @@ def test_built_wheel_imports_and_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "WHEEL"
     assert "ask" in proc.stdout and "mcp" in proc.stdout
+
+
+def clean_copy(tmp_path: Path) -> Path:
+    """The files a build reads, copied without the checkout's build/ and egg-info: setuptools builds in the
+    source tree and would put a module left in a stale build/lib into the wheel after it was deleted."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    package_dirs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for top in {Path(d).parts[0] for d in package_dirs.values()}:
+        shutil.copytree(ROOT / top, source / top, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return source
