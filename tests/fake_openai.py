@@ -32,11 +32,11 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["FakeOpenAIServer", "Reply", "Responder", "closed_port_url", "echo", "sequence"]
+__all__ = ["FakeOpenAIServer", "Reply", "Responder", "closed_port_url", "echo", "scripted", "sequence"]
 
 Reply = str | dict[str, Any]
 Responder = Callable[[dict[str, Any]], Reply]
@@ -65,6 +65,17 @@ def sequence(*replies: Reply, then: Reply | None = None) -> Responder:
         return then
 
     return respond
+
+
+def scripted(messages: list[dict[str, Any]], scripts: Mapping[str, Sequence[Reply]]) -> Reply:
+    """A scripted root model's reply: the script whose tag is in the question, one reply per turn taken so far
+    (the last again once they run out); ``"FINAL(no script)"`` when no tag is."""
+    question = next(m["content"] for m in messages if m["role"] == "user")
+    turn = sum(1 for m in messages if m["role"] == "assistant")
+    for tag, replies in scripts.items():
+        if tag in question:
+            return replies[min(turn, len(replies) - 1)]
+    return "FINAL(no script)"
 
 
 def closed_port_url() -> str:

@@ -23,7 +23,7 @@ mcp = pytest.importorskip("mcp", reason="the MCP server needs pip install 'recur
 if not hasattr(mcp, "Client"):
     pytest.skip("these tests drive the server with the mcp 2.x client: pip install --upgrade 'recursa[mcp]'",
                 allow_module_level=True)
-from fake_openai import FakeOpenAIServer  # noqa: E402
+from fake_openai import FakeOpenAIServer, scripted  # noqa: E402
 from mcp import Client, StdioServerParameters, types  # noqa: E402
 from processes import cmdline, descendants, workers_of  # noqa: E402
 from recursa import ScriptedLM  # noqa: E402
@@ -56,12 +56,7 @@ def scripted_reply(messages: list[dict[str, Any]]) -> str:
     """The root model: follows the script named by the tag in the question, one reply per turn."""
     if len(messages) < 2:
         return "sub-answer"
-    question = next(m["content"] for m in messages if m["role"] == "user")
-    turn = sum(1 for m in messages if m["role"] == "assistant")
-    for tag, replies in SCRIPTS.items():
-        if tag in question:
-            return replies[min(turn, len(replies) - 1)]
-    return "FINAL(no script)"
+    return str(scripted(messages, SCRIPTS))
 
 
 def fake_openai_reply(request: dict[str, Any]) -> str:
@@ -114,6 +109,20 @@ def server_env(fake: FakeOpenAIServer) -> dict[str, str]:
 def in_memory(tree: dict[str, Path], **options: Any) -> tuple[Any, ScriptedLM]:
     lm = ScriptedLM(scripted_reply)
     return create_server(roots=[tree["root"]], root=lm, **options), lm
+
+
+async def answer_names_with_progress(client: Client) -> types.CallToolResult:
+    """``rlm_answer`` over logs/ through a server in another process: the answer, and progress per iteration."""
+    progress: list[str | None] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(message)
+
+    result = await client.call_tool("rlm_answer", {"question": "[names] q", "paths": ["logs"]},
+                                    progress_callback=on_progress)
+    assert result.structured_content["answer"] == "2 docs: logs/a.log, logs/b.log", text_of(result)
+    assert any(m and m.startswith("Iteration 2") for m in progress)
+    return result
 
 
 def text_of(result: types.CallToolResult) -> str:
@@ -337,15 +346,7 @@ async def test_stdio_subprocess_end_to_end(tree: dict[str, Path], fake_openai: F
         names = {t.name for t in (await client.list_tools()).tools}
         assert names == {"rlm_answer", "load_context", "ask", "close_context"}
 
-        progress: list[str | None] = []
-
-        async def on_progress(value: float, total: float | None, message: str | None) -> None:
-            progress.append(message)
-
-        answer = await client.call_tool("rlm_answer", {"question": "[names] q", "paths": ["logs"]},
-                                        progress_callback=on_progress)
-        assert answer.structured_content["answer"] == "2 docs: logs/a.log, logs/b.log", text_of(answer)
-        assert any(m and m.startswith("Iteration 2") for m in progress)
+        await answer_names_with_progress(client)
 
         outside = await client.call_tool("rlm_answer", {"question": "[names] q", "paths": ["escape.txt"]})
         assert outside.is_error and "outside the allowed roots" in text_of(outside)
@@ -391,15 +392,7 @@ async def test_streamable_http(tree: dict[str, Path], fake_openai: FakeOpenAISer
                 await anyio.sleep(0.1)
         async with Client(f"http://127.0.0.1:{port}/mcp") as client:
             assert len((await client.list_tools()).tools) == 4
-            progress: list[str | None] = []
-
-            async def on_progress(value: float, total: float | None, message: str | None) -> None:
-                progress.append(message)
-
-            result = await client.call_tool("rlm_answer", {"question": "[names] q", "paths": ["logs"]},
-                                            progress_callback=on_progress)
-            assert result.structured_content["answer"] == "2 docs: logs/a.log, logs/b.log", text_of(result)
-            assert any(m and m.startswith("Iteration 2") for m in progress)
+            result = await answer_names_with_progress(client)
             trace = await client.read_resource(f"recursa://trace/{result.structured_content['trace_id']}")
             assert json.loads(trace.contents[0].text.splitlines()[-1])["type"] == "run_finished"
             refused = await client.call_tool("rlm_answer", {"question": "[names] q", "paths": ["/etc/hostname"]})

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_openai import FakeOpenAIServer
+from fake_openai import FakeOpenAIServer, scripted
 
 pytest.importorskip("starlette", reason="pip install 'recursa[serve]'")
 pytest.importorskip("uvicorn", reason="pip install 'recursa[serve]'")
@@ -65,12 +65,7 @@ def upstream(request: dict[str, Any]) -> Any:
     if "budget is used up" in messages[-1]["content"]:
         script = next((s for tag, s in SCRIPTS.items() if tag in _text(messages)), None)
         return script[0] if script is SCRIPTS["[stuck]"] else "FINAL(best guess)"
-    question = next(m["content"] for m in messages if m["role"] == "user")
-    turn = sum(1 for m in messages if m["role"] == "assistant")
-    for tag, replies in SCRIPTS.items():
-        if tag in question:
-            return replies[min(turn, len(replies) - 1)]
-    return "FINAL(no script)"
+    return scripted(messages, SCRIPTS)
 
 
 def _text(messages: list[dict[str, Any]]) -> str:
