@@ -336,3 +336,13 @@ async def test_an_invented_value_for_an_absent_key_is_refused_with_the_absence_p
     assert "never printed: 12345" in refusal and "'sunny' occurs nowhere in the text" in refusal
     assert root.params[2]["grammar"] == STEP_GRAMMAR
     assert result.answer == "The text does not mention the sunny ferry." and result.stopped_reason == "final"
+
+
+def test_a_compound_word_the_text_keeps_apart_is_searched_as_its_parts() -> None:
+    from recursa.sandbox._repl_tools import make_search
+
+    printed: list[str] = []
+    found = make_search([SERVICES_LOG], ["context"], as_list=False, out=printed.append)(
+        "inventory: how many WARN-level messages?")
+    assert "'WARN' 750" in printed[0] and "'level'" in printed[0] and "'WARN-level'" not in printed[0]
+    assert len(found) == ANY_WARNS

@@ -99,7 +99,7 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
                 out(f"  {names[d] + ':' if as_list else 'line '}{line + 1}: "
                     f"{_window(documents[d], begin, end, hit[rarest])}")
 
-        terms = query_terms(query)
+        terms = _split_unmatched(query_terms(query), documents)
         if not terms:
             out("search(): no searchable words in the query; pass the distinctive words, e.g. search('error payments')")
             return Lines()
@@ -157,6 +157,19 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
         return result
 
     return search
+
+
+def _split_unmatched(terms: list[str], documents: list[str]) -> list[str]:
+    """Terms, with a compound that occurs nowhere ("ERROR-level", "user_id") replaced by its parts: people join
+    words the text keeps apart."""
+    out: list[str] = []
+    for term in terms:
+        parts = [p for p in re.split(r"[-_./]", term) if p and p.lower() not in QUESTION_STOPWORDS]
+        if len(parts) > 1 and not any(_term_pattern(term).search(text) for text in documents):
+            out.extend(p for p in parts if p.lower() not in (t.lower() for t in [*out, *terms]))
+        else:
+            out.append(term)
+    return out
 
 
 def _forms(documents: list[str], keys: list[tuple[int, int]], lines: dict[tuple[int, int], dict[int, int]],
