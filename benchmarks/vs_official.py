@@ -339,8 +339,9 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         lines.append(f"| Memory: {meta['huge_gb']} GB file, peak RSS / context (recursa only) | "
                      f"{huge['peak_over_context']['median']:g} | – | ≤ 1.5× |")
     lines.append("")
-    lines.append(f"Median (min–max) of {meta['repeat']} interleaved runs; {meta['cpus']} CPUs, "
-                 f"Python {meta['python']}, load average {meta['load_average_1m']} at the start.")
+    runs = f"Median (min–max) of {meta['repeat']} interleaved runs" if meta["repeat"] else "One run"
+    lines.append(f"{runs}; {meta['cpus']} CPUs, Python {meta['python']}, load average {meta['load_average_1m']} "
+                 "at the start.")
     return "\n".join(lines) + "\n"
 
 

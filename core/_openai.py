@@ -1,12 +1,12 @@
 """The default LM client: any OpenAI-compatible chat-completions endpoint.
 
 One class covers OpenAI itself and the servers that speak its protocol (vLLM, llama.cpp server,
-Ollama, LM Studio, OpenRouter) through ``base_url``. The retry policy lives here rather than in the
-SDK (whose own retries are switched off) so that it is explicit and tested: 408, 429, 5xx, timeouts
+Ollama, LM Studio, OpenRouter) through ``base_url``. The retry policy lives here, explicit and
+tested: 408, 429, 5xx, timeouts
 and connection failures are retried with exponential backoff and jitter, honouring ``Retry-After``;
 every other 4xx, a host name that does not resolve and a reply that is not a chat completion fail at
 once, since waiting cannot fix them. Each retry is logged on the ``recursa.retries`` logger at INFO
-(silent in a library unless the application shows it; the CLI prints it on stderr). SDK errors become
+(silent in a library unless the application shows it; the CLI prints it on stderr). Failures become
 recursa's ``LMError`` family with one-sentence, actionable messages that never contain the API key.
 
 Requests go out through ``httpx`` directly rather than the ``openai`` SDK: a chat completion is one JSON
@@ -46,7 +46,7 @@ retry_logger = logging.getLogger("recursa.retries")
 
 OPENAI_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "no-key-needed"
-"""Sent to a custom ``base_url`` when no key is set: the SDK insists on one, local servers ignore it."""
+"""Sent to a custom ``base_url`` when no key is set: some servers want the header, local ones ignore its value."""
 
 _RETRY_STATUSES = frozenset({408, 429})
 _NO_RETRY_CODES = frozenset({"insufficient_quota"})  # a 429 that waiting will not fix
@@ -74,7 +74,7 @@ class OpenAIChat:
     ``OpenAIChat("gpt-5-mini")`` talks to OpenAI with ``OPENAI_API_KEY``;
     ``OpenAIChat("qwen3-8b", base_url="http://localhost:8000/v1")`` talks to a local server and
     needs no key. ``default_params`` (``temperature=0``, ``max_tokens=512``, ...) go with every
-    request; parameters the SDK does not know (``top_k``, ``min_p``) are sent in the request body
+    request; parameters OpenAI does not define (``top_k``, ``min_p``) are sent in the request body
     as-is, which is what vLLM and llama.cpp expect.
     """
 
@@ -449,7 +449,7 @@ def _error_message(exc: _StatusError) -> str:
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and the chain of exceptions behind it (SDK error -> httpx -> httpcore -> socket)."""
+    """``exc`` and the chain of exceptions behind it (httpx -> httpcore -> socket)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
