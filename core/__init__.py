@@ -5,7 +5,7 @@ code in a sandboxed REPL, calls sub-models on the pieces, and returns the answer
 """
 
 from ._budget import Budget
-from ._context import Context, load_context
+from ._context import Context
 from ._defaults import default_lm
 from ._exceptions import (
     ContextError,
@@ -21,6 +21,7 @@ from ._exceptions import (
     SandboxError,
     TraceFormatError,
 )
+from ._files import load_context
 from ._lm import LM, Completion, HasWindow, Message, TakesGrammar, Usage
 from ._local import LocalLlama
 from ._loop import RLM, Result, RunStream, Session

@@ -1,26 +1,184 @@
-"""Turning what the user hands us (a string, bytes, paths, globs, stdin) into the REPL's ``context``.
+"""What a context is: the documents a run reasons over (``Context``), a large file left on disk in place of its
+text (``FileText``), and the record of what a load read and left out, and why (``Manifest``).
 
-Which files a path may bring in is decided in one place, ``recursa._files`` (roots, symlinks, ignore
-files, size limits); this module only shapes texts into a ``Context``.
+Which files a path may bring in, and turning strings, bytes, paths or stdin into a ``Context``, is the loader's
+job (``recursa._files``: ``load_files``, ``load_context``); this module builds on nothing of it.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from ._exceptions import ContextError
 
-if TYPE_CHECKING:
-    from ._files import FileText, LoadLimits, Manifest
-
-__all__ = ["Context", "ContextSource", "load_context"]
+__all__ = ["REASONS", "Context", "ContextSource", "FileText", "LoadedFile", "Manifest", "Skipped"]
 
 ContextSource = "str | bytes | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Context"
 
-_SNIFF_BYTES = 8192
+CHUNK = 2**20
+"""Bytes read or copied at a time when a file is checked or copied without holding it whole."""
+O_SAFE = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+"""How a context file is opened: read only, never through a symlink, never blocking on a FIFO."""
+
+REASONS: dict[str, str] = {
+    "vcs": "version control",
+    "virtualenv": "virtualenv",
+    "build": "build output",
+    "cache": "cache",
+    "dependencies": "node_modules",
+    "ignored": "ignored by .gitignore/.ignore",
+    "secret": "looks like secrets (.env, keys)",
+    "excluded": "excluded by a glob",
+    "not_included": "not matched by the include globs",
+    "outside": "symlink out of the allowed directories",
+    "symlinked_dir": "symlinked directory, not followed",
+    "special": "not a regular file",
+    "binary": "binary",
+    "not_utf8": "not UTF-8",
+    "unreadable": "unreadable",
+}
+"""Why a file or directory was left out: the key recorded in ``Skipped.reason``, and its wording."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file or directory (its name ends with ``/``) that was left out."""
+
+    name: str
+    reason: str
+    """A key of ``REASONS``."""
+
+    @property
+    def why(self) -> str:
+        return REASONS.get(self.reason, self.reason)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.why})"
+
+
+@dataclass(frozen=True)
+class LoadedFile:
+    """A file that became a document."""
+
+    name: str
+    path: str
+    """Its resolved location."""
+    bytes: int
+    chars: int
+
+
+@dataclass
+class Manifest:
+    """What a load read, what it left out and why: the record behind the CLI summary, the trace and MCP."""
+
+    roots: list[str] = field(default_factory=list)
+    """The directories reading was confined to (the allowed roots, or the directories named)."""
+    files: list[LoadedFile] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def chars(self) -> int:
+        return sum(f.chars for f in self.files)
+
+    def counts(self) -> dict[str, int]:
+        """Skipped entries per reason, most frequent first (a pruned directory counts once)."""
+        return dict(Counter(s.reason for s in self.skipped).most_common())
+
+    def skipped_text(self, limit: int = 5) -> str:
+        """The first skipped entries with their reasons, for an error message."""
+        shown = ", ".join(str(s) for s in self.skipped[:limit])
+        more = f" and {len(self.skipped) - limit} more" if len(self.skipped) > limit else ""
+        return f"skipped {len(self.skipped)}: {shown}{more}"
+
+    def summary(self) -> str:
+        """One line: files, characters, and what was skipped per reason."""
+        line = f"{len(self.files):,} file(s), {self.chars:,} characters"
+        if self.skipped:
+            reasons = ", ".join(f"{n:,} {REASONS.get(r, r)}" for r, n in self.counts().items())
+            line += f"; skipped {len(self.skipped):,} ({reasons})"
+        return line
+
+    def to_dict(self, max_entries: int | None = 2_000) -> dict[str, Any]:
+        """Plain JSON data; lists are cut at ``max_entries`` with the number left out recorded."""
+        files = self.files if max_entries is None else self.files[:max_entries]
+        skipped = self.skipped if max_entries is None else self.skipped[:max_entries]
+        out: dict[str, Any] = {
+            "roots": list(self.roots),
+            "files": [{"name": f.name, "path": f.path, "bytes": f.bytes, "chars": f.chars} for f in files],
+            "skipped": [{"name": s.name, "reason": s.reason} for s in skipped],
+            "skipped_counts": self.counts(),
+            "reasons": {r: REASONS.get(r, r) for r in self.counts()},
+        }
+        if len(files) < len(self.files):
+            out["files_left_out"] = len(self.files) - len(files)
+        if len(skipped) < len(self.skipped):
+            out["skipped_left_out"] = len(self.skipped) - len(skipped)
+        return out
+
+
+@dataclass(frozen=True)
+class FileText:
+    """A UTF-8 text file checked when it was loaded (no NUL byte, valid UTF-8, its length) but not kept in memory.
+
+    ``Context`` holds one in place of the text of a large file: the REPL worker gets the file by a kernel copy,
+    and the host reads it only if someone asks for ``Context.documents``. Either raises ``ContextError`` when the
+    file is no longer the one that was checked (replaced, grown or edited since).
+    """
+
+    path: str
+    bytes: int
+    chars: int
+    preview: str
+    """Its first characters (up to 4,096), for ``Context.describe``."""
+    identity: tuple[int, int, int, int]
+    """``(st_dev, st_ino, st_size, st_mtime_ns)`` when it was checked."""
+
+    def head(self, chars: int) -> str:
+        return self.preview[:chars] if chars <= len(self.preview) else self.read()[:chars]
+
+    def read(self) -> str:
+        """The whole text."""
+        fd = self._open()
+        try:
+            with open(fd, "rb", closefd=False) as f:
+                data = f.read(self.bytes)
+        finally:
+            os.close(fd)
+        return data.decode("utf-8")
+
+    def copy_to(self, out_fd: int) -> int:
+        """Append the file's bytes at ``out_fd``'s position, copied by the kernel; returns how many were copied."""
+        fd = self._open()
+        copied = 0
+        try:
+            while copied < self.bytes:
+                try:
+                    step = os.copy_file_range(fd, out_fd, self.bytes - copied)
+                except (AttributeError, OSError):  # no copy_file_range (kernel, platform, file system): plain copy
+                    step = os.write(out_fd, os.read(fd, min(CHUNK, self.bytes - copied)))
+                if step == 0:
+                    break
+                copied += step
+        finally:
+            os.close(fd)
+        if copied != self.bytes:
+            raise ContextError(f"The context file {self.path} changed while it was copied; load it again.")
+        return copied
+
+    def _open(self) -> int:
+        try:
+            fd = os.open(self.path, O_SAFE)
+        except OSError as exc:
+            raise ContextError(f"Cannot read the context file {self.path} any more: {exc.strerror}.") from None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
+            os.close(fd)
+            raise ContextError(f"The context file {self.path} changed after it was loaded; load it again.")
+        return fd
 
 
 class Context:
@@ -43,13 +201,13 @@ class Context:
         manifest: Manifest | None = None,
     ) -> None:
         self.parts: list[str | FileText] = list(documents)
-        """The documents as given: texts, and files checked but not read (``recursa._files.FileText``)."""
+        """The documents as given: texts, and files checked but not read (``FileText``)."""
         self.names: list[str] = list(names) if names else [f"doc{i}" for i in range(len(self.parts))]
         self.metadata: list[dict[str, Any]] = list(metadata) if metadata else [{} for _ in self.parts]
         self.as_list = as_list or len(self.parts) > 1
         """Show the REPL a list even when there is a single document (it came from a directory or list)."""
         self.manifest = manifest
-        """For a context read from files: what was loaded, what was left out and why (``recursa._files``)."""
+        """For a context read from files: what was loaded, what was left out and why."""
 
     def __repr__(self) -> str:
         return f"Context({len(self.parts)} document(s), {self.total_chars:,} characters, as_list={self.as_list})"
@@ -122,66 +280,3 @@ class Context:
 
 
 _ENCODE_CHARS = 1 << 24
-
-
-def load_context(
-    source: Any,
-    *,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-) -> Context:
-    """Load a context from a string, bytes, a ``Context``, a path (file, directory or glob) or a list of
-    those. Plain strings are text, never paths: wrap a path in ``Path``.
-
-    Paths go through ``recursa._files.load_files``: ignore files and the default skips apply, binary
-    and undecodable files are left out, and ``Context.manifest`` says what was read and skipped. A
-    missing path or a context with no text raises ``ContextError``.
-    """
-    from ._files import load_files
-
-    if isinstance(source, Context):
-        ctx = source
-    elif isinstance(source, str):
-        ctx = Context([source])
-    elif isinstance(source, bytes | bytearray | memoryview):
-        ctx = Context([_decode_bytes(bytes(source), "<bytes>")])
-    elif isinstance(source, os.PathLike):
-        ctx = load_files([source], include=include, exclude=exclude)
-    elif isinstance(source, Iterable):
-        items = list(source)
-        if items and all(isinstance(i, os.PathLike) for i in items):
-            ctx = load_files(items, include=include, exclude=exclude)
-        elif all(isinstance(i, str) for i in items):
-            ctx = Context(list(items), as_list=True)
-        else:
-            raise ContextError("A context list must hold only strings (texts) or only paths (pathlib.Path).")
-    else:
-        raise ContextError(f"Cannot use a {type(source).__name__} as a context; pass str, bytes, Path or a list.")
-    if not ctx.parts or ctx.total_chars == 0:
-        hint = f" ({ctx.manifest.skipped_text()})" if ctx.manifest is not None and ctx.manifest.skipped else ""
-        raise ContextError(f"The context is empty{hint}: give recursa some text to reason over.")
-    return ctx
-
-
-def load_paths(
-    specs: Sequence[str], *, include: Sequence[str] = (), exclude: Sequence[str] = (), limits: LoadLimits | None = None
-) -> Context:
-    """Load the CLI's ``--context`` arguments: files, directories, globs, or ``-`` for stdin."""
-    from ._files import load_files
-
-    files = [s for s in specs if s != "-"]
-    ctx = load_files(files, include=include, exclude=exclude, limits=limits) if files else Context([])
-    if "-" in specs:
-        text = _decode_bytes(sys.stdin.buffer.read(), "<stdin>")
-        ctx = Context([text, *ctx.parts], ["<stdin>", *ctx.names], [{"source": "stdin"}, *ctx.metadata],
-                      as_list=ctx.as_list or bool(ctx.parts), manifest=ctx.manifest)
-    return load_context(ctx)
-
-
-def _decode_bytes(data: bytes, label: str) -> str:
-    if b"\x00" in data[:_SNIFF_BYTES]:
-        raise ContextError(f"The context {label} looks binary (it has NUL bytes); pass text.")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ContextError(f"The context {label} is not valid UTF-8 (byte {exc.start}); pass text.") from None

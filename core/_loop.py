@@ -24,8 +24,9 @@ import anyio
 
 from ._budget import Budget, Spend, SubCallsRefused
 from ._cache import LMCache, resolve_cache, with_cache
-from ._context import Context, load_context
+from ._context import Context
 from ._exceptions import RecursaError
+from ._files import load_context
 from ._grounding import (
     Grounding,
     agrees,

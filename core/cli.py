@@ -11,9 +11,9 @@ from typing import Annotated, Any
 import typer
 
 from ._budget import Budget
-from ._context import load_paths
 from ._defaults import make_models
 from ._exceptions import RecursaError
+from ._files import load_paths
 from ._lm import Usage
 from ._loop import RLM, Result, run_sync
 from .bench.commands import bench, view

@@ -49,11 +49,8 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
     "llama_cpp": (), "matplotlib": (),
     "typer": ("cli and bench",), "click": ("cli and bench",),
 }
-KNOWN_CYCLES: set[frozenset[str]] = {
-    # Reported, not accepted: _context imports the loader (_files) inside load_paths/load_context and for a type,
-    # while _files builds Contexts. Moving those two loading functions next to the loader removes it.
-    frozenset({"recursa._context", "recursa._files"}),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
+"""Cycles reported but not yet removed (none now); an entry must go once its cycle is gone."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +61,8 @@ class Import:
     lazy: bool
     """Inside a function: done when it runs, not when the module is imported."""
     line: int
+    typing_only: bool = False
+    """Under ``if TYPE_CHECKING``: never imported at run time, but still a tie between the two modules."""
 
     def __str__(self) -> str:
         return f"{self.source} -> {self.target} (line {self.line}{', in a function' if self.lazy else ''})"
@@ -86,35 +85,38 @@ MODULES = project_modules()
 
 
 def imports_of(name: str, path: Path) -> Iterator[Import]:
-    """Every import in the module, resolved to a project module where it names one; ``TYPE_CHECKING`` ones left out."""
+    """Every import in the module, resolved to a project module where it names one (``TYPE_CHECKING`` ones marked)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
 
-    def walk(node: ast.AST, lazy: bool) -> Iterator[tuple[str, bool, int]]:
+    def walk(node: ast.AST, lazy: bool, typing_only: bool) -> Iterator[tuple[str, bool, int, bool]]:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                continue  # for type checkers only: never imported at run time
             if isinstance(child, ast.Import):
-                yield from ((alias.name, lazy, child.lineno) for alias in child.names)
+                yield from ((alias.name, lazy, child.lineno, typing_only) for alias in child.names)
             elif isinstance(child, ast.ImportFrom):
                 base = child.module or ""
                 if child.level:
                     base = ".".join([*package.split(".")[: len(package.split(".")) - child.level + 1],
                                      *([child.module] if child.module else [])])
-                yield from ((f"{base}.{alias.name}", lazy, child.lineno) for alias in child.names)
+                yield from ((f"{base}.{alias.name}", lazy, child.lineno, typing_only) for alias in child.names)
+            elif isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):  # for type checkers only
+                yield from walk(ast.Module(child.body, []), lazy, True)
+                yield from walk(ast.Module(child.orelse, []), lazy, typing_only)
             else:
-                yield from walk(child, lazy or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
+                yield from walk(child, lazy or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef), typing_only)
 
-    for dotted, lazy, line in walk(ast.parse(path.read_text(encoding="utf-8")), False):
+    for dotted, lazy, line, typing_only in walk(ast.parse(path.read_text(encoding="utf-8")), False, False):
         if name.startswith(WORKER) and dotted.split(".")[0] == "_worker":  # the worker's own package, run as a dir
             dotted = f"{WORKER}.{dotted.partition('.')[2]}"
         target = dotted
         while target and target not in MODULES:
             target = target.rpartition(".")[0]
         if target != name:
-            yield Import(name, target or f"<{dotted.split('.')[0]}>", lazy, line)
+            yield Import(name, target or f"<{dotted.split('.')[0]}>", lazy, line, typing_only)
 
 
-IMPORTS = list(dict.fromkeys(i for name, path in sorted(MODULES.items()) for i in imports_of(name, path)))
+TYPED_IMPORTS = list(dict.fromkeys(i for name, path in sorted(MODULES.items()) for i in imports_of(name, path)))
+IMPORTS = [i for i in TYPED_IMPORTS if not i.typing_only]
+"""What runs: the layer rules are about these; the cycle check counts type-only imports too."""
 
 
 def group_of(name: str) -> tuple[int, str]:
@@ -187,9 +189,10 @@ def cycles(edges: dict[str, set[str]]) -> list[frozenset[str]]:
 
 
 def test_the_import_graph_has_no_cycles() -> None:
-    """Imports inside functions count: a module that needs another at run time depends on it all the same."""
+    """Imports inside functions count: a module that needs another at run time depends on it all the same; and so
+    do ``TYPE_CHECKING`` ones: two modules that name each other's types cannot be understood one before the other."""
     edges: dict[str, set[str]] = {}
-    for imp in IMPORTS:
+    for imp in TYPED_IMPORTS:
         if not imp.target.startswith("<"):
             edges.setdefault(imp.source, set()).add(imp.target)
     found = set(cycles(edges))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from recursa import Context, ContextError, load_context
-from recursa._context import load_paths
+from recursa._files import load_paths
 
 
 def test_string_and_bytes_and_list() -> None:

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from recursa._context import Context, load_context
+from recursa._context import Context, FileText
 from recursa._exceptions import ContextError
-from recursa._files import FileText, load_files
+from recursa._files import load_context, load_files
 from recursa.sandbox import ReplSandbox
 
 BIG = 5 * 2**20  # over the size up to which files are read whole

@@ -345,7 +345,7 @@ def test_langchain_file_tool_loads_the_same_files_and_opens_nothing_outside(proj
 
 
 def _worded(reasons: dict[str, str]) -> dict[str, str]:
-    from recursa._files import REASONS
+    from recursa._context import REASONS
 
     return {name: REASONS[reason] for name, reason in reasons.items()}
 

@@ -29,8 +29,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from .._budget import Budget
-from .._context import Context, load_context
+from .._context import Context
 from .._exceptions import LMError, RecursaError
+from .._files import load_context
 from .._lm import LM, Usage, window_chars
 from .._loop import RLM, Result, run_sync
 from .._text import clip
