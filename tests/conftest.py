@@ -1,10 +1,11 @@
-"""Shared test fixtures: anyio on asyncio, the retry log returned to silence after each test, and a check
-that no REPL worker outlives the test session."""
+"""Shared test fixtures: anyio on asyncio, no shared cache of model calls, the retry log returned to silence after
+each test, and a check that no REPL worker outlives the test session."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 
 import pytest
 from processes import cmdline, workers_of
@@ -16,6 +17,18 @@ WORKER_EXIT_GRACE_S = 10.0
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_shared_lm_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests never read or fill the user's cache of model calls: a replayed answer would hide a change in what the
+    model is sent, and a test's answers would be replayed to the user. The default cache is off
+    (``RECURSA_CACHE=off``, which subprocesses inherit through ``processes.child_env``) and its folder is a fresh
+    one. Tests of the cache (tests/test_cache.py) pass a cache of their own, which the setting does not turn off."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RECURSA_CACHE", "off")
+        env.setenv("RECURSA_CACHE_DIR", str(tmp_path_factory.mktemp("lm-cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)

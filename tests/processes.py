@@ -1,9 +1,20 @@
-"""Finding the processes a test started, from /proc: a server's REPL workers must be gone after a cancel."""
+"""The processes a test starts: the environment a recursa subprocess gets, and finding them from /proc (a server's
+REPL workers must be gone after a cancel)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+SESSION_SETTINGS = ("RECURSA_CACHE", "RECURSA_CACHE_DIR")
+"""Set by tests/conftest.py for the whole session (no shared cache of model calls): children keep them."""
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``recursa`` subprocess: the user's own ``OPENAI_*``/``RECURSA_*`` settings left out, so
+    a test does not depend on them, the session's cache settings kept, so a child never uses the user's cache."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RECURSA_")) or k in SESSION_SETTINGS}
+    return {**env, **extra}
 
 
 def _children() -> dict[int, list[int]]:

@@ -80,7 +80,7 @@ def test_only_greedy_calls_are_cached_unless_sampled_calls_are_asked_for(tmp_pat
 
 
 def test_the_embedded_model_is_greedy_by_default(tmp_path: Path) -> None:
-    pytest.importorskip("llama_cpp")
+    pytest.importorskip("llama_cpp", reason="the embedded model needs pip install 'recursa[local]'")
     from recursa._local import LocalLlama
 
     cache = LMCache(tmp_path)
@@ -349,6 +349,20 @@ def test_cache_false_and_a_sampling_client_go_to_the_model(tmp_path: Path) -> No
         assert server.request_count == 10 and off.cache_misses == 0
         sampled = RLM(chat(server), chat(server), cache=tmp_path).run("how many parts?", "some context")
         assert server.request_count == 15 and (sampled.cache_hits, sampled.cache_misses) == (0, 0)
+
+
+def test_the_default_cache_is_in_recursa_cache_dir_and_recursa_cache_off_turns_it_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests run with ``RECURSA_CACHE=off`` (tests/conftest.py); a user without it gets the default cache."""
+    monkeypatch.setenv("RECURSA_CACHE_DIR", str(tmp_path / "default"))
+    with FakeOpenAIServer(_script) as server:
+        _rlm(server, None).run("how many parts?", "some context")
+        assert server.request_count == 5 and not (tmp_path / "default").exists()
+        monkeypatch.delenv("RECURSA_CACHE")
+        for _ in range(2):
+            _rlm(server, None).run("how many parts?", "some context")
+        assert server.request_count == 10 and (tmp_path / "default" / "lm-calls.sqlite3").is_file()
 
 
 def test_cli_json_reports_hits_and_no_cache_turns_it_off(tmp_path: Path) -> None:

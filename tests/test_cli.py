@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 from fake_openai import FakeOpenAIServer, closed_port_url
+from processes import child_env
 
 ROOT_CODE = '''I will filter the error lines first.
 ```repl
@@ -60,7 +60,7 @@ def make_log(path: Path, size: int = 5_200_000) -> str:
 
 
 def recursa(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RECURSA_"))}
+    base = child_env()
     return subprocess.run(
         [sys.executable, "-m", "recursa.cli", *args], capture_output=True, text=True, timeout=300,
         env={**base, **(env or {})}, input=stdin,
@@ -239,7 +239,7 @@ def test_retries_are_announced_on_stderr(tmp_path: Path) -> None:
 
 
 def _demo(tmp_path: Path, server: FakeOpenAIServer, *extra: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RECURSA_"))}
+    base = child_env()
     return subprocess.run(
         [sys.executable, "-m", "recursa.cli", "demo", "--chars", "3000", "--seed", "1", "--model", "m",
          "--base-url", server.base_url, "--api-key", "sk-test", *extra],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 from fake_openai import FakeOpenAIServer, Reply
+from processes import child_env
 from recursa import RLM, Budget, OpenAIChat, Result
 from recursa._exceptions import LMError, LMResponseError, LMTimeoutError, RecursaError
 
@@ -318,7 +318,7 @@ HURRY = {"Retry-After": "0.01"}  # the subprocess uses the default backoff; the 
 
 def recursa_json(server: FakeOpenAIServer, tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     (tmp_path / "orders.txt").write_text(CONTEXT)
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RECURSA_"))}
+    base = child_env()
     proc = subprocess.run(
         [sys.executable, "-m", "recursa.cli", "ask", "Who bought pears?", "--context", str(tmp_path / "orders.txt"),
          "--model", "root-model", "--sub-model", "sub-model", "--base-url", server.base_url, "--api-key", "sk-test",
@@ -381,7 +381,7 @@ def test_cli_ends_each_fatal_fault_with_one_json_object_and_exit_1(
 
 
 def test_cli_json_on_an_error_before_the_run_is_still_one_object(tmp_path: Path) -> None:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RECURSA_"))}
+    base = child_env()
     proc = subprocess.run(
         [sys.executable, "-m", "recursa.cli", "ask", "q", "--context", str(tmp_path / "missing.txt"), "--json"],
         capture_output=True, text=True, timeout=60, env=base,
@@ -393,7 +393,7 @@ def test_cli_json_on_an_error_before_the_run_is_still_one_object(tmp_path: Path)
 
 def test_cli_ctrl_c_during_a_model_call_is_one_json_object_and_exit_130(tmp_path: Path) -> None:
     (tmp_path / "orders.txt").write_text(CONTEXT)
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RECURSA_"))}
+    base = child_env()
     with FakeOpenAIServer(lambda request: {"text": ANSWER, "delay": 30}) as server:
         proc = subprocess.Popen(
             [sys.executable, "-m", "recursa.cli", "ask", "q", "--context", str(tmp_path / "orders.txt"), "--model", "m",

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from fake_openai import FakeOpenAIServer
+from processes import child_env
 from recursa import RLM, ContextError, ScriptedLM, load_context
 from recursa._exceptions import ContextTooLargeError, PathNotAllowedError
 from recursa._files import AllowedRoots, LoadLimits, _read_approved, load_files
@@ -268,7 +269,7 @@ def test_load_context_of_a_path_uses_the_same_loader(project: Path) -> None:
 def test_cli_loads_the_same_files_prints_a_summary_and_opens_nothing_outside(project: Path, tmp_path: Path) -> None:
     record = tmp_path / "opened.json"
     trace = tmp_path / "trace.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RECURSA_"))}
+    env = child_env()
     with FakeOpenAIServer(responder=lambda request: names_reply(request["messages"]), models={"m"}) as server:
         proc = subprocess.run(
             [sys.executable, "-c", HOOKED_CLI, str(record), "ask", "Which files?", "--context", ".", "--model", "m",

@@ -9,7 +9,6 @@ model was (and was not) shown.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ pytest.importorskip("starlette", reason="pip install 'recursa[serve]'")
 pytest.importorskip("uvicorn", reason="pip install 'recursa[serve]'")
 openai = pytest.importorskip("openai", reason="the tests' OpenAI client comes with pip install 'recursa[dev]'")
 
-from processes import workers_of  # noqa: E402
+from processes import child_env, workers_of  # noqa: E402
 from recursa import Budget, read_trace  # noqa: E402
 from recursa._model_store import EMBEDDED_MODEL  # noqa: E402
 from recursa.serve import check_binding  # noqa: E402
@@ -95,7 +94,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RECURSA_"))}
+        base = child_env()
         command = [sys.executable, "-m", "recursa.cli", "serve", "--port", str(self.port), "--model", "root-model",
                    "--sub-model", "sub-model", "--base-url", fake.base_url, "--api-key", "sk-upstream", *args]
         self._log_file = log.open("w")
@@ -459,7 +458,7 @@ def test_langchain_chat_openai(server: Server) -> None:
 
 def test_binding_beyond_loopback_without_a_token_is_refused_at_start(fake: FakeOpenAIServer, tmp_path: Path) -> None:
     port = free_port()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RECURSA_"))}
+    base = child_env()
     done = subprocess.run([sys.executable, "-m", "recursa.cli", "serve", "--host", "0.0.0.0", "--port", str(port),
                            "--base-url", fake.base_url], capture_output=True, text=True, timeout=60, env=base)
     assert done.returncode == 1
@@ -477,7 +476,7 @@ def test_binding_beyond_loopback_without_a_token_is_refused_at_start(fake: FakeO
 @pytest.mark.skipif(find_spec("llama_cpp") is None, reason="pip install 'recursa[local]'")
 def test_no_endpoint_serves_the_embedded_model(tmp_path: Path) -> None:
     port = free_port()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RECURSA_"))}
+    base = child_env()
     log = tmp_path / "local.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "recursa.cli", "serve", "--port", str(port)], env=base,
