@@ -11,6 +11,21 @@ from typing import Annotated, Any
 import typer
 
 from ._budget import Budget
+from ._cli_options import (
+    ApiKeyOption,
+    BaseUrlOption,
+    CacheDirOption,
+    CacheOption,
+    MaxCostOption,
+    MaxDepthOption,
+    MaxIterationsOption,
+    MaxSubCallsOption,
+    MaxTokensOption,
+    ModelOption,
+    SubModelOption,
+    TimeoutOption,
+    cache_choice,
+)
 from ._defaults import make_models
 from ._exceptions import RecursaError
 from ._files import load_paths
@@ -80,42 +95,6 @@ def run_with_progress(rlm: RLM, question: str, context: Any, *, budget: Budget, 
             return await rlm.arun(question, context, budget=budget, trace_path=trace, on_event=progress.update)
 
     return run_sync(go)
-
-
-# Options several commands share: one definition, one help text.
-ModelOption = Annotated[
-    str | None, typer.Option("--model", metavar="NAME", help="Root model name, or 'local'. Env: RECURSA_MODEL.")
-]
-SubModelOption = Annotated[
-    str | None, typer.Option("--sub-model", metavar="NAME", help="Sub-call model. Env: RECURSA_SUB_MODEL.")
-]
-BaseUrlOption = Annotated[
-    str | None, typer.Option("--base-url", metavar="URL", help="OpenAI-compatible endpoint. Env: OPENAI_BASE_URL.")
-]
-ApiKeyOption = Annotated[str | None, typer.Option("--api-key", metavar="KEY", help="API key. Env: OPENAI_API_KEY.")]
-# Budget flags, shared by `ask` and `serve` (for `serve` they cap what each request may ask for).
-MaxIterationsOption = Annotated[int | None, typer.Option(metavar="N", help="Root turns (default 30).")]
-MaxDepthOption = Annotated[int | None, typer.Option(metavar="N", help="Recursion depth (1 = plain sub-calls).")]
-MaxSubCallsOption = Annotated[int | None, typer.Option(metavar="N", help="Sub-calls in all (default 500).")]
-MaxTokensOption = Annotated[int | None, typer.Option(metavar="N", help="Tokens in all, root and sub.")]
-MaxCostOption = Annotated[float | None, typer.Option(metavar="USD", help="US dollars in all.")]
-TimeoutOption = Annotated[float | None, typer.Option(metavar="SECONDS", help="Wall-clock seconds (default 900).")]
-CacheOption = Annotated[bool | None, typer.Option(
-    "--cache/--no-cache", show_default=False,
-    help="Reuse answers to identical model calls. Default: greedy (temperature 0) calls only; --cache: every call.")]
-CacheDirOption = Annotated[Path | None, typer.Option(
-    metavar="DIR", envvar="RECURSA_CACHE_DIR", show_envvar=False, help="Folder of the cache. Env: RECURSA_CACHE_DIR.")]
-
-
-def cache_choice(cache: bool | None, cache_dir: Path | None) -> Any:
-    """What ``RLM(cache=...)`` gets from ``--cache/--no-cache`` and ``--cache-dir``."""
-    if cache is False:
-        return False
-    if cache_dir is None and cache is None:
-        return None
-    from ._cache import LMCache
-
-    return LMCache(cache_dir, sampled=bool(cache))
 
 
 @app.command()

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
     # (layer, group, module names: a name covers its submodules); the first match wins
-    (6, "cli and bench", ("recursa.cli", "recursa.bench", "recursa.mcp_server.__main__")),
+    (6, "cli and bench", ("recursa.cli", "recursa._cli_options", "recursa.bench", "recursa.mcp_server.__main__")),
     (5, "mcp server", ("recursa.mcp_server",)),
     (5, "openai server", ("recursa.serve",)),
     (5, "langchain adapter", ("recursa.integrations.langchain",)),

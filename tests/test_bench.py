@@ -428,6 +428,28 @@ def test_bench_command_end_to_end_over_http(tmp_path: Path) -> None:
     assert "1 run(s)" in shown.output and (tmp_path / "page.html").read_text().startswith("<!doctype html>")
 
 
+def test_bench_cache_options_replay_calls_or_turn_the_cache_off(tmp_path: Path) -> None:
+    """``recursa bench`` takes ``ask``'s --cache/--no-cache and --cache-dir, for every method; a row says how many
+    of its calls the cache answered, and timing runs pass --no-cache."""
+    args = ["bench", "--task", "sniah", "--lengths", "2K", "--seeds", "0", "--methods", "base,rlm", "--model",
+            "fake-model", "--max-iterations", "4", "--no-progress", "--no-plots"]
+    cached = ["--cache", "--cache-dir", str(tmp_path / "cache")]
+
+    def rows(out: str) -> dict[str, int]:
+        lines = (tmp_path / out / "results.jsonl").read_text().splitlines()
+        return {row["method"]: row["cache_hits"] for row in map(json.loads, lines)}
+
+    with FakeOpenAIServer(fake_endpoint) as server:
+        for out, extra in (("first", cached), ("again", cached), ("off", [*cached[1:], "--no-cache"])):
+            result = CliRunner().invoke(cli_app(), [*args, *extra, "--out", str(tmp_path / out),
+                                                    "--base-url", server.base_url])
+            assert result.exit_code == 0, result.output
+        assert server.request_count == 3 + 0 + 3  # base: one call; rlm: two root turns
+    assert rows("first") == {"base": 0, "rlm": 0} and rows("again") == {"base": 1, "rlm": 2}
+    assert rows("off") == {"base": 0, "rlm": 0}
+    assert "--cache --cache-dir" in (tmp_path / "again" / "commands.txt").read_text()
+
+
 def test_bench_command_rejects_bad_options(tmp_path: Path) -> None:
     for args, message in ((["--task", "nope"], "unknown task nope"), (["--method", "magic"], "unknown method"),
                           (["--lengths", "big"], "not a length"), (["--lengths", "10"], "at least 1K"),

@@ -380,3 +380,25 @@ def test_cli_json_reports_hits_and_no_cache_turns_it_off(tmp_path: Path) -> None
         assert server.request_count == 10
     assert outs[0]["cache"]["misses"] == 5 and outs[1]["cache"]["hits"] == 5 and outs[1]["cost_usd"] == 0.0
     assert outs[1]["cache"]["saved_usd"] == outs[0]["cost_usd"] > 0 and off["cache"]["hits"] == 0
+
+
+def test_cli_follows_recursa_cache_when_recursa_cache_dir_names_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RECURSA_CACHE_DIR`` only moves the default cache: ``RECURSA_CACHE`` still turns it off, or on for all calls."""
+    from recursa.cli import app
+    from typer.testing import CliRunner
+
+    (tmp_path / "ctx.txt").write_text("some context")
+    monkeypatch.setenv("RECURSA_CACHE_DIR", str(tmp_path / "env-cache"))
+    runner = CliRunner()
+    with FakeOpenAIServer(_script) as server:
+        args = ["ask", "how many parts?", "-c", str(tmp_path / "ctx.txt"), "--model", "gpt-5-mini", "--base-url",
+                server.base_url, "--api-key", "k", "--json"]
+        monkeypatch.setenv("RECURSA_CACHE", "off")
+        runner.invoke(app, args)
+        assert server.request_count == 5 and not (tmp_path / "env-cache").exists()
+        monkeypatch.setenv("RECURSA_CACHE", "all")
+        outs = [json.loads(runner.invoke(app, args).stdout) for _ in range(2)]
+        assert server.request_count == 10 and outs[1]["cache"]["hits"] == 5
+    assert (tmp_path / "env-cache" / "lm-calls.sqlite3").is_file()

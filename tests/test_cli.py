@@ -273,3 +273,23 @@ def test_help_shows_no_type_placeholders() -> None:
     assert lines["--context"].startswith("-c, --context PATH ")
     assert lines["--include"].startswith("--include GLOB ") and lines["--trace"].startswith("--trace PATH ")
     assert lines["--json"].split()[1] == "Print"  # a flag takes no value
+
+
+# -- issue 15: start-up loads what the command needs --------------------------------------------------------------
+
+_HEAVY = ("rich", "recursa.bench.runner", "recursa.bench.report", "openai", "langchain_core", "langgraph",
+          "llama_index", "mcp", "starlette", "uvicorn", "matplotlib", "llama_cpp")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["ask", "--help"], ["bench", "--help"]])
+def test_help_imports_no_bench_runner_rich_or_framework(args: list[str]) -> None:
+    """``recursa --help`` and ``recursa ask`` start fast: the benchmark runner (and rich with it), the openai SDK
+    and the framework extras are imported only by the commands that use them."""
+    script = ("import sys\nfrom recursa.cli import main\nsys.argv = ['recursa', *sys.argv[1:]]\n"
+              "try:\n    main()\nexcept SystemExit:\n    pass\n"
+              f"print(' '.join(m for m in {_HEAVY!r} if m in sys.modules) or 'none', file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60,
+                          env=child_env())
+    assert "Usage:" in proc.stdout, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "none"
+

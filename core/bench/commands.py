@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from .._cli_options import CacheDirOption, CacheOption, cache_choice
 from .results import METHODS
 
 __all__ = ["bench", "parse_list", "parse_seeds", "view"]
@@ -73,10 +74,13 @@ def bench(
     retry_errors: Annotated[bool, typer.Option(help="Rerun cases whose earlier run ended in an error.")] = False,
     plots: Annotated[bool, typer.Option(help="Draw PNG plots (needs recursa[bench]).")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with an ETA on stderr.")] = True,
+    cache: CacheOption = None,
+    cache_dir: CacheDirOption = None,
 ) -> None:
     """Benchmark the paper's task classes (S-NIAH, OOLONG, OOLONG-Pairs) for base, rlm and rlm-no-sub.
 
     Cases are generated from seeds; OUT gets results.jsonl, summary.md and plots. Reruns skip finished cases.
+    Time runs with --no-cache: a call answered from the cache takes no time.
     """
     from .._budget import Budget
     from .._defaults import make_models
@@ -104,14 +108,15 @@ def bench(
                             base_url=base_url, base_window_chars=base_window_chars, max_iterations=max_iterations,
                             max_sub_calls=max_sub_calls, max_tokens=max_tokens, max_cost=max_cost, timeout=timeout,
                             concurrency=concurrency if concurrency != 8 else None, jobs=jobs if jobs != 1 else None,
-                            out=out)
+                            out=out, cache=cache, cache_dir=cache_dir)
     try:
         root, sub = make_models(model, sub_model, base_url, api_key)
         budget = Budget().with_overrides(max_iterations=max_iterations, max_sub_calls=max_sub_calls,
                                          max_tokens=max_tokens, max_cost_usd=max_cost, timeout_s=timeout)
         run = run_bench(task_names, method_names, root=root, sub=sub, out_dir=out, lengths=sizes, seeds=seed_list,
                         budget=budget, concurrency=concurrency, jobs=jobs, base_window_chars=base_window_chars,
-                        retry_errors=retry_errors, plots=plots, progress=progress, command=command)
+                        retry_errors=retry_errors, plots=plots, progress=progress, command=command,
+                        cache=cache_choice(cache, cache_dir))
     except (RecursaError, ImportError) as exc:
         _fail(str(exc))
         return
@@ -133,8 +138,11 @@ def _command_line(tasks: list[str], sizes: list[int], seeds: list[int], methods:
     parts = ["recursa", "bench", "--task", ",".join(tasks), "--lengths", ",".join(format_chars(n) for n in sizes),
              "--seeds", ",".join(map(str, seeds)), "--methods", ",".join(methods)]
     for name, value in options.items():
-        if value is not None:
-            parts += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{flag[2:]}")
+        elif value is not None:
+            parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return shlex.join(parts)
 
 

@@ -29,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from .._budget import Budget
+from .._cache import LMCache, resolve_cache, with_cache
 from .._context import Context
 from .._exceptions import LMError, RecursaError
 from .._files import load_context
@@ -88,6 +89,7 @@ async def arun_bench(
     progress: bool = True,
     console: Console | None = None,
     command: str | None = None,
+    cache: Any = None,
     get_time: Callable[[], float] = time.monotonic,
 ) -> BenchRun:
     """Run every (task, length, seed, method) not yet in ``out_dir/results.jsonl``, then write the report.
@@ -104,6 +106,8 @@ async def arun_bench(
         plots: draw the PNG plots (needs matplotlib, ``recursa[bench]``).
         progress: show a progress bar with an ETA on ``console`` (default: stderr).
         command: the command line, added to ``out_dir/commands.txt`` and listed in the summary.
+        cache: as ``RLM(cache=...)``, for every method (``base`` too); ``False`` when timing runs: a hit takes no
+            time. Each row's ``cache_hits`` says how many of its calls were answered from the cache.
     """
     unknown = [t for t in tasks if t not in TASKS] + [m for m in methods if m not in METHODS]
     if unknown:
@@ -135,7 +139,8 @@ async def arun_bench(
         console.print(f"resuming: {len(order) - len(pending)} of {len(order)} cases already in {results_path}")
 
     _end_with_newline(results_path)  # a line cut short by a crash must not swallow the next row
-    runner = _CaseRunner(root, sub or root, budget or Budget(), concurrency, window, out, console)
+    runner = _CaseRunner(root, sub or root, budget or Budget(), concurrency, window, out, console,
+                         resolve_cache(cache))
     limiter = anyio.CapacityLimiter(max(1, jobs))
     with _progress(console, progress, len(pending), get_time) as bar, results_path.open("a", encoding="utf-8") as f:
         task_id = bar.add_task("bench", total=len(pending), last="")
@@ -239,11 +244,12 @@ class _CaseRunner:
     """Runs one case with one method and turns the outcome into a result row."""
 
     def __init__(self, root: LM, sub: LM, budget: Budget, concurrency: int, window: int, out: Path,
-                 console: Console) -> None:
+                 console: Console, cache: LMCache | None) -> None:
         self.root, self.sub, self.budget, self.concurrency = root, sub, budget, concurrency
         self.window = window
         self.out = out
         self.console = console
+        self.cache = cache
 
     async def run(self, case: BenchCase, method: str) -> dict[str, Any]:
         trace = Path("traces") / f"{case.task}-{case.length}-s{case.seed}-{method}.jsonl"
@@ -254,7 +260,7 @@ class _CaseRunner:
                 result, extra = await self._base(case, self.out / trace)
             else:
                 rlm = RLM(self.root, self.sub, budget=self.budget, concurrency=self.concurrency,
-                          sub_calls=method == "rlm")
+                          sub_calls=method == "rlm", cache=False if self.cache is None else self.cache)
                 result = await rlm.arun(case.question, case.context, trace_path=self.out / trace)
         except RecursaError as exc:
             result = getattr(exc, "result", None) or _error_result(str(exc))
@@ -271,7 +277,8 @@ class _CaseRunner:
             "input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens,
             "total_tokens": result.usage.total_tokens, "cost_usd": round(result.cost_usd, 6),
             "seconds": round(seconds, 2), "stopped_reason": result.stopped_reason, "grounded": result.grounded,
-            "iterations": result.iterations, "sub_calls": result.sub_calls, "error": result.error,
+            "iterations": result.iterations, "sub_calls": result.sub_calls, "cache_hits": result.cache_hits,
+            "error": result.error,
             "model": self.root.model, "sub_model": self.sub.model if method == "rlm" else None,
             "context_chars": _as_text(case.context, None)[1], **extra, **case.info,
             "trace": trace.as_posix(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -305,7 +312,7 @@ class _CaseRunner:
                 emit(IterationStarted(run_id=run_id, iteration=attempt, remaining={}))
                 call_started = time.monotonic()
                 try:
-                    completion = await self.root.complete(
+                    completion = await with_cache(self.root, self.cache).complete(
                         [{"role": "system", "content": _BASE_SYSTEM}, {"role": "user", "content": prompt}])
                 except LMError as exc:
                     emit(LMCalled(run_id=run_id, role="root", model=self.root.model, iteration=attempt,
@@ -326,7 +333,8 @@ class _CaseRunner:
                              usage=tally.usage.to_dict(), cost_usd=tally.cost_usd, duration_s=duration, error=error))
             writer.close()
         result = Result(answer=answer, stopped_reason=reason, iterations=attempt, sub_calls=0, usage=tally.usage,
-                        cost_usd=tally.cost_usd, duration_s=duration, run_id=run_id, trace=events, error=error)
+                        cost_usd=tally.cost_usd, duration_s=duration, run_id=run_id, trace=events, error=error,
+                        cache_hits=tally.cached)
         total = _as_text(case.context, None)[1]
         return result, {"context_chars_seen": min(room, total), "truncated": room < total}
 
