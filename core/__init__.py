@@ -5,6 +5,7 @@ code in a sandboxed REPL, calls sub-models on the pieces, and returns the answer
 """
 
 from ._budget import Budget
+from ._cache import CacheStats, LMCache
 from ._context import Context
 from ._defaults import default_lm
 from ._exceptions import (
@@ -48,6 +49,7 @@ __all__ = [
     "LM",
     "RLM",
     "Budget",
+    "CacheStats",
     "CodeExecuted",
     "Completion",
     "Context",
@@ -56,6 +58,7 @@ __all__ = [
     "Event",
     "HasWindow",
     "IterationStarted",
+    "LMCache",
     "LMCalled",
     "LMConnectionError",
     "LMError",

@@ -159,7 +159,7 @@ class RLM:
             verify_answers: check every FINAL against what the code printed and the REPL's variables; an answer
                 asserting values never shown gets one turn to show them, and is reported as ``grounded=False``
                 with ``stopped_reason="ungrounded"`` if it still cannot. Default: on with compact history.
-            cache: where identical model calls are answered from (``recursa._cache``): None, the default, is the
+            cache: where identical model calls are answered from (``recursa.LMCache``): None, the default, is the
                 per-user cache for greedy (temperature 0) calls (``RECURSA_CACHE=off`` disables it); False, none;
                 a directory; or an ``LMCache`` (``LMCache(sampled=True)`` caches sampled calls too). A hit is free
                 and counts against no budget; ``Result`` reports hits, misses and the dollars saved.

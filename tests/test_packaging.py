@@ -15,12 +15,12 @@ import recursa
 ROOT = Path(__file__).resolve().parents[1]
 
 PUBLIC_API = [
-    "Budget", "CodeExecuted", "Completion", "Context", "ContextError", "ContextTooLargeError", "default_lm", "Event",
-    "HasWindow", "IterationStarted", "LM", "LMCalled", "LMConnectionError", "LMError", "LMResponseError",
-    "LMTimeoutError", "load_context", "LocalLlama", "Message", "ModelInstallError", "ModelNotFoundError", "Notice",
-    "OpenAIChat", "PathNotAllowedError", "Price", "PromptTemplates", "read_trace", "RecursaError", "ReplSandbox",
-    "Result", "RLM", "RunFinished", "RunStarted", "RunStream", "SandboxError", "SandboxLimits", "ScriptedLM",
-    "Session", "SubCallsStarted", "TakesGrammar", "TraceFormatError", "Usage",
+    "Budget", "CacheStats", "CodeExecuted", "Completion", "Context", "ContextError", "ContextTooLargeError",
+    "default_lm", "Event", "HasWindow", "IterationStarted", "LM", "LMCache", "LMCalled", "LMConnectionError", "LMError",
+    "LMResponseError", "LMTimeoutError", "load_context", "LocalLlama", "Message", "ModelInstallError",
+    "ModelNotFoundError", "Notice", "OpenAIChat", "PathNotAllowedError", "Price", "PromptTemplates", "read_trace",
+    "RecursaError", "ReplSandbox", "Result", "RLM", "RunFinished", "RunStarted", "RunStream", "SandboxError",
+    "SandboxLimits", "ScriptedLM", "Session", "SubCallsStarted", "TakesGrammar", "TraceFormatError", "Usage",
 ]
 
 
