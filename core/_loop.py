@@ -323,16 +323,15 @@ class Session:
         budget: Budget | None = None,
         trace_path: str | Path | None = None,
         on_event: Callable[[Event], None] | None = None,
-        emit: Emit | None = None,
     ) -> Result:
-        """Answer ``question`` in the warm REPL; like ``RLM.arun`` (``emit``: the old name of ``on_event``)."""
+        """Answer ``question`` in the warm REPL; like ``RLM.arun``."""
 
         def bind(run: _Run) -> None:
             self._current = run
 
         try:
             return await self.rlm._start(
-                question, self.context, budget, trace_path, on_event or emit, sandbox=self._sandbox, on_run=bind
+                question, self.context, budget, trace_path, on_event, sandbox=self._sandbox, on_run=bind
             )
         finally:
             self._current = None
