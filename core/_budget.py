@@ -1,14 +1,26 @@
-"""Budgets: how far a run may go, and the shared ledger of what it has spent so far."""
+"""Budgets: the limits of a run, the shared ledger of what it has spent, and the budget line the root model sees."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ._lm import Usage
 
-__all__ = ["Budget", "Spend", "SubCallsRefused"]
+__all__ = ["BUDGET_LEFT", "Budget", "Spend", "SubCallsRefused", "budget_line"]
+
+BUDGET_LEFT = "budget left: "
+"""The words that open the line the root model is shown of its budget every turn (``budget_line``). The cache
+finds the line by them and leaves it out of its keys (the seconds left differ on every run, so a rerun's root
+calls would miss): both read this one constant, so rewording the line cannot silently stop cache hits."""
+_UNITS = {"iterations": "turns", "sub_calls": "sub-calls", "cost_usd": "US dollars"}
+
+
+def budget_line(left: Mapping[str, Any]) -> str:
+    """``budget left: 29 turns, 500 sub-calls, 899.9 seconds`` for ``Spend.remaining()``; one line."""
+    return BUDGET_LEFT + ", ".join(f"{v} {_UNITS.get(k, k)}" for k, v in left.items())
 
 
 @dataclass(frozen=True)

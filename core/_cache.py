@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from ._budget import BUDGET_LEFT
 from ._lm import LM, Completion, Message, Usage
 
 if TYPE_CHECKING:
@@ -61,8 +62,8 @@ DEFAULT_MAX_BYTES = 512 * 2**20
 _SCHEMA_VERSION = 1
 T = TypeVar("T")
 _EVICT_TO = 0.9
-_BUDGET_LINE = re.compile(r"budget left: [^\n]*")
-"""What the loop shows the root model of its budget each turn (``Transcript.render``): left out of keys."""
+_BUDGET_LINE = re.compile(re.escape(BUDGET_LEFT) + r"[^\n]*")
+"""What the loop shows the root model of its budget each turn (``recursa._budget.budget_line``): left out of keys."""
 _ENTRY_OVERHEAD = 160
 """Bytes an entry costs beyond its text (key, names, numbers): counted so tiny replies are bounded too."""
 
@@ -370,8 +371,8 @@ def request_identity(lm: LM, messages: list[Message], effective: Mapping[str, An
     effective sampling parameters (``sampling_params``)."""
     effective = dict(effective)
     model = effective.pop("model", lm.model)
-    shown = [{**m, "content": _BUDGET_LINE.sub("budget left: -", m["content"])}
-             if isinstance(m.get("content"), str) and "budget left: " in m["content"] else m for m in messages]
+    shown = [{**m, "content": _BUDGET_LINE.sub(BUDGET_LEFT + "-", m["content"])}
+             if isinstance(m.get("content"), str) and BUDGET_LEFT in m["content"] else m for m in messages]
     return {"endpoint": endpoint_of(lm), "model": model, "messages": shown, "params": effective}
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from string import Template
 from typing import Any
 
+from ._budget import budget_line
 from ._context import Context
 from ._lm import Message
 from ._prompts import PromptTemplates
@@ -21,8 +22,6 @@ from ._text import clip
 from .sandbox import ExecResult
 
 __all__ = ["Transcript", "format_result", "search_hint"]
-
-_UNITS = {"iterations": "turns", "sub_calls": "sub-calls", "cost_usd": "US dollars"}
 
 
 @dataclass(frozen=True)
@@ -95,9 +94,8 @@ class Transcript:
 
     def render(self, name: str, **values: Any) -> str:
         """A prompt template filled in for this run: its question and the budget left now."""
-        left = ", ".join(f"{v} {_UNITS.get(k, k)}" for k, v in self.remaining().items())
         values.setdefault("question", self.question)
-        return self.prompts.render(name, remaining=f"budget left: {left}", **values)
+        return self.prompts.render(name, remaining=budget_line(self.remaining()), **values)
 
     def shown_output(self, text: str) -> str:
         """Code output as the model sees it: cut at ``max_output_chars``, with a note saying how to print less."""

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 from fake_openai import FakeOpenAIServer, sequence
+from recursa._budget import budget_line
 from recursa._cache import CachedLM, LMCache
 from recursa._exceptions import LMError
 from recursa._lm import LM, Completion, Usage
@@ -93,14 +94,13 @@ def test_the_budget_line_is_not_part_of_the_key(cache: LMCache) -> None:
     """It says how many seconds are left, which differs on every run: a rerun's root calls must still hit."""
     lm = ScriptedLM(["x"])
 
-    def turn(left: str) -> list[dict[str, str]]:
-        return [{"role": "user", "content": f"Look at the data.\nbudget left: {left}\nWrite code."}]
+    def turn(left: dict[str, Any], data: str = "the data") -> list[dict[str, str]]:
+        return [{"role": "user", "content": f"Look at {data}.\n({budget_line(left)})\nWrite code."}]
 
-    assert cache.key(lm, turn("29 turns, 899.9 seconds"), {"temperature": 0}) == cache.key(
-        lm, turn("29 turns, 412.0 seconds"), {"temperature": 0})
-    assert cache.key(lm, turn("29 turns"), {"temperature": 0}) != cache.key(
-        lm, [{"role": "user", "content": "Look at the other data.\nbudget left: 29 turns\nWrite code."}],
-        {"temperature": 0})
+    assert cache.key(lm, turn({"iterations": 29, "seconds": 899.9}), {"temperature": 0}) == cache.key(
+        lm, turn({"iterations": 29, "seconds": 412.0}), {"temperature": 0})
+    assert cache.key(lm, turn({"iterations": 29}), {"temperature": 0}) != cache.key(
+        lm, turn({"iterations": 29}, "the other data"), {"temperature": 0})
 
 
 def test_a_parameter_that_is_not_json_leaves_the_call_uncached(cache: LMCache) -> None:
@@ -338,6 +338,19 @@ def test_a_rerun_is_answered_from_the_cache_free_and_credited(tmp_path: Path) ->
     assert len(hits) == 5 and all(e.cached and e.cost_usd == 0.0 for e in hits)
     assert not any(e.cached for e in first.trace if isinstance(e, LMCalled))
     assert again.to_dict()["cache"] == {"hits": 5, "misses": 0, "saved_usd": round(first.cost_usd, 6)}
+
+
+def test_a_rerun_s_root_calls_hit_although_the_seconds_left_differ(tmp_path: Path) -> None:
+    """The root model is shown the seconds left every turn (the real prompt, not a copy of its wording)."""
+    from recursa import Budget, LMCalled
+
+    with FakeOpenAIServer(_script) as server:
+        first = _rlm(server, tmp_path).run("how many parts?", "some context", budget=Budget(timeout_s=900))
+        again = _rlm(server, LMCache(tmp_path)).run("how many parts?", "some context", budget=Budget(timeout_s=600))
+        assert server.request_count == 5
+    roots = [[e for e in run.trace if isinstance(e, LMCalled) and e.role == "root"] for run in (first, again)]
+    assert "900.0 seconds" in roots[0][0].prompt and "600.0 seconds" in roots[1][0].prompt
+    assert again.cache_hits == 5 and all(e.cached for e in roots[1])
 
 
 def test_cache_false_and_a_sampling_client_go_to_the_model(tmp_path: Path) -> None:
