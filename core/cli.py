@@ -145,6 +145,9 @@ def ask(
     except KeyboardInterrupt:
         _fail_run("cancelled", as_json, code=130, stopped_reason="cancelled")
         return
+    except ImportError as exc:  # an optional extra that is not installed: its message says what to install
+        _fail_run(str(exc), as_json)
+        return
     except Exception as exc:  # a bug, not a user error: still one line (and one JSON object), never a traceback
         _fail_run(f"unexpected {type(exc).__name__}: {exc} (a bug in recursa; please report it)", as_json)
         return

@@ -293,3 +293,20 @@ def test_help_imports_no_bench_runner_rich_or_framework(args: list[str]) -> None
     assert "Usage:" in proc.stdout, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "none"
 
+
+
+def test_a_missing_local_extra_is_an_install_hint_not_a_bug_report(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from recursa.cli import app
+    from typer.testing import CliRunner
+
+    (tmp_path / "c.txt").write_text("some text")
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RECURSA_MODEL", "RECURSA_SUB_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    out = CliRunner().invoke(app, ["ask", "q", "--context", str(tmp_path / "c.txt")])
+    assert out.exit_code == 1
+    assert "pip install" in out.output and "recursa[local]" in out.output and "bug" not in out.output
