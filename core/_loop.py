@@ -577,7 +577,12 @@ class _Run:
                 notes = self.rlm.prompts.final_after_error
             elif final and self.rlm.verify_answers and not self.own_steps and not self.own_step_asked:
                 # The host's first search is a start, not the model's own look: counts and totals need code.
+                # An answer every check backs is taken as it is; refusing it only made the model drift.
                 self.own_step_asked = True
+                answer, _ = await self._resolve(final)
+                if answer and _normalise_answer(answer).strip(". ") and (await self._verdict(answer)).grounded:
+                    self.grounded = True
+                    return answer, self._stop_reason("final")
                 self._notice("FINAL refused once: the model has not run code of its own yet")
                 self.code_next = True
                 notes = self.rlm.prompts.own_step_first
@@ -636,15 +641,7 @@ class _Run:
         if code is not None and _normalise_answer(answer) not in code:
             self.grounded = True  # computed by code that ran, not copied from the model's imagination
             return ""
-        assert self.sandbox is not None
-        values = await self.sandbox.variable_values()
-        evidence = [*self.evidence, *values.values()]
-        verdict: Grounding = check_grounding(answer, self.question, evidence)
-        if verdict.grounded and not last_chance:
-            verdict = await self._verify(answer, verdict, evidence)
-        elif verdict.grounded is False and (doubt := self._lookalike(self.search_report.full_lines)):
-            # An invented value where the key is absent: point at the absence, and offer to say so.
-            verdict = Grounding(False, verdict.missing, f"{verdict.reason}; and {doubt.reason}", may_answer=True)
+        verdict = await self._verdict(answer, last_chance=last_chance)
         self.grounded = verdict.grounded
         if verdict.grounded is not False or last_chance or self.grounding_turn_used:
             if verdict.grounded is False:
@@ -654,6 +651,19 @@ class _Run:
         self.code_next = not verdict.may_answer
         self._notice(f"FINAL refused once, not grounded: {verdict.reason}")
         return self.rlm.prompts.render("ungrounded_final", answer=clip(answer, 200, note="..."), why=verdict.reason)
+
+    async def _verdict(self, answer: str, *, last_chance: bool = False) -> Grounding:
+        """Every check of an answer against what was printed and stored, with no refusal decided yet."""
+        assert self.sandbox is not None
+        values = await self.sandbox.variable_values()
+        evidence = [*self.evidence, *values.values()]
+        verdict: Grounding = check_grounding(answer, self.question, evidence)
+        if verdict.grounded and not last_chance:
+            verdict = await self._verify(answer, verdict, evidence)
+        elif verdict.grounded is False and (doubt := self._lookalike(self.search_report.full_lines)):
+            # An invented value where the key is absent: point at the absence, and offer to say so.
+            verdict = Grounding(False, verdict.missing, f"{verdict.reason}; and {doubt.reason}", may_answer=True)
+        return verdict
 
     async def _verify(self, answer: str, verdict: Grounding, evidence: list[str]) -> Grounding:
         """Have the sub-model read the answer off the lines that contain it, without seeing the proposal: catches a

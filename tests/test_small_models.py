@@ -69,7 +69,8 @@ async def test_the_host_runs_a_search_before_the_first_turn() -> None:
 
 async def test_the_root_reply_is_constrained_to_one_step_where_the_backend_allows_it() -> None:
     root = GrammarLM(["FINAL(7)", code("print(len(search('payments ERROR')))"), f"FINAL({PAYMENT_ERRORS})"])
-    result = await small(root).arun("How many ERROR lines does the payments service have?", LOG)
+    sub = ScriptedLM(lambda messages: "NONE")  # re-reading the lines that hold a 7 finds no answer there
+    result = await small(root, sub=sub).arun("How many ERROR lines does the payments service have?", LOG)
     assert root.params[0] == {"grammar": STEP_GRAMMAR}
     assert root.params[1]["grammar"] == CODE_GRAMMAR  # after a refused FINAL the next reply must be code
     assert result.answer == str(PAYMENT_ERRORS)
@@ -346,3 +347,12 @@ def test_a_compound_word_the_text_keeps_apart_is_searched_as_its_parts() -> None
         "inventory: how many WARN-level messages?")
     assert "'WARN' 750" in printed[0] and "'level'" in printed[0] and "'WARN-level'" not in printed[0]
     assert len(found) == ANY_WARNS
+
+
+async def test_a_first_answer_every_check_backs_is_taken_without_the_own_look_turn() -> None:
+    context = "Filler. " * 400 + "\nThe door code of the blue warehouse is 4471.\n" + "More. " * 400
+    root = ScriptedLM(["FINAL(4471)"])
+    sub = ScriptedLM(lambda messages: "4471")
+    result = await small(root, sub=sub).arun("What is the door code of the blue warehouse?", context)
+    assert result.answer == "4471" and result.stopped_reason == "final" and result.grounded is True
+    assert not any("has not run code of its own" in n for n in notices(result))
