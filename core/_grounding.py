@@ -16,6 +16,7 @@ deliberately simple and literal so that it holds for any question shape:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .sandbox._repl_tools import QUESTION_STOPWORDS, query_terms
@@ -98,14 +99,12 @@ def supporting_lines(claims: tuple[str, ...], evidence: list[str], limit: int = 
     scored = []
     for text in evidence:
         for line in text.splitlines():
-            folded, numbers = line.casefold(), _numbers(line)
-            hits = sum(_appears(claim, folded, numbers) for claim in claims)
-            if hits:
+            if hits := _claims_in(line, claims):
                 scored.append((-hits, len(scored), line.strip()[:300]))
     return [line for _, _, line in sorted(scored)[:limit]]
 
 
-def lookalike(question: str, absent: tuple[str, ...], lines: list[str]) -> tuple[str, str] | None:
+def lookalike(question: str, absent: tuple[str, ...], lines: Sequence[str]) -> tuple[str, str] | None:
     """The question's key phrase the text never contains, and the phrase the answer's line has in its place.
 
     Asked for the *sunny* ferry's manager, a text that only names the *rusty* ferry's manager does not hold the
@@ -140,10 +139,9 @@ def count_doubt(answer: str, counts: dict[str, int], all_count: int | None,
     where a word has one form. When the answer is the count of lines with just one of several words, or of lines
     where a word appears in forms that mean different things (``[inventory]`` logged it, ``from inventory``
     was called by it), it counts more than the question asks."""
-    numbers = _NUMBER_IN_TEXT.findall(answer)
-    if len(numbers) != 1 or all_count is None:
+    n = _single_count(answer)
+    if n is None or all_count is None:
         return ""
-    n = int(float(numbers[0].replace(",", "")))
     present = [word for word, count in counts.items() if count]
     split = "; ".join(f"by how {word!r} appears: " + ", ".join(f"{form!r} {k:,}" for form, k in shapes)
                       for word, shapes in forms.items())
@@ -160,11 +158,14 @@ def count_doubt(answer: str, counts: dict[str, int], all_count: int | None,
 
 def is_form_count(answer: str, forms: dict[str, list[tuple[str, int]]]) -> bool:
     """Whether the answer is the count of lines where a word takes one of its forms (as the search showed them)."""
+    n = _single_count(answer)
+    return n is not None and any(k == n for shapes in forms.values() for _, k in shapes)
+
+
+def _single_count(answer: str) -> int | None:
+    """The one whole number an answer states, or None when it states none or several."""
     numbers = _NUMBER_IN_TEXT.findall(answer)
-    if len(numbers) != 1:
-        return False
-    n = int(float(numbers[0].replace(",", "")))
-    return any(k == n for shapes in forms.values() for _, k in shapes)
+    return int(float(numbers[0].replace(",", ""))) if len(numbers) == 1 else None
 
 
 def _words(words: list[str]) -> str:
@@ -179,7 +180,7 @@ def uncovered_lines(claims: tuple[str, ...], full_lines: tuple[str, ...]) -> lis
     when it takes values from some: an answer that lists one of several values for one key."""
     if not claims or not 2 <= len(full_lines) <= 8:
         return []
-    left = [line for line in full_lines if not any(_appears(c, line.casefold(), _numbers(line)) for c in claims)]
+    left = [line for line in full_lines if not _claims_in(line, claims)]
     return left if 0 < len(left) < len(full_lines) else []
 
 
@@ -189,13 +190,14 @@ def read_off_key_lines(claims: tuple[str, ...], full_lines: tuple[str, ...]) -> 
     value at a time would wrongly dispute."""
     if len(claims) < 2:
         return False
-    homes = []
+    parsed = [(line.casefold(), _numbers(line)) for line in full_lines]
+    homes = set()
     for claim in claims:
-        home = [i for i, line in enumerate(full_lines) if _appears(claim, line.casefold(), _numbers(line))]
-        if not home:
+        home = next((i for i, (folded, numbers) in enumerate(parsed) if _appears(claim, folded, numbers)), None)
+        if home is None:
             return False
-        homes.append(home[0])
-    return len(set(homes)) > 1
+        homes.add(home)
+    return len(homes) > 1
 
 
 def extraction_prompt(question: str, lines: list[str]) -> str:
@@ -250,8 +252,13 @@ _PATHLIKE = re.compile(r"[\w.\-]+(?:/[\w.\-]+)*")
 def is_bare_value(line: str, claims: tuple[str, ...]) -> bool:
     """A line that is nothing but the answer's value: what the model's own code printed after computing it."""
     text = _normalise(line)
-    return bool(claims) and all(_appears(claim, text.casefold(), _numbers(text)) for claim in claims) and (
-        len(_TOKEN.findall(text)) <= len(claims))
+    return bool(claims) and _claims_in(text, claims) == len(claims) and len(_TOKEN.findall(text)) <= len(claims)
+
+
+def _claims_in(line: str, claims: tuple[str, ...]) -> int:
+    """How many of the answer's values ``line`` holds (the line parsed once, not once per value)."""
+    folded, numbers = line.casefold(), _numbers(line)
+    return sum(_appears(claim, folded, numbers) for claim in claims)
 
 
 def _printed_part(answer: str, haystack: str) -> str:

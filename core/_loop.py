@@ -15,7 +15,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -678,7 +678,7 @@ class _Run:
             return verdict  # the count of lines where a word takes one form: the host counted it
         if any(is_bare_value(line, verdict.claims) for line in lines):
             return verdict  # the model's own code computed and printed exactly this value
-        if doubt := self._second_look(answer, verdict.claims, lines):
+        if doubt := self._second_look(verdict.claims, lines):
             return doubt
         if read_off_key_lines(verdict.claims, self.search_report.full_lines):
             return verdict
@@ -698,7 +698,7 @@ class _Run:
                        "has nothing about them, say in FINAL(...) that it does not contain the answer")
         return Grounding(False, reason=reason)
 
-    def _second_look(self, answer: str, claims: tuple[str, ...], lines: list[str]) -> Grounding | None:
+    def _second_look(self, claims: tuple[str, ...], lines: list[str]) -> Grounding | None:
         """Checks against what the host's first search found: a look-alike key, or one value of several."""
         report = self.search_report
         if doubt := self._lookalike(lines):
@@ -713,9 +713,9 @@ class _Run:
                 may_answer=True)
         return None
 
-    def _lookalike(self, lines: list[str] | tuple[str, ...]) -> Grounding | None:
+    def _lookalike(self, lines: Sequence[str]) -> Grounding | None:
         """A refusal when ``lines`` are about a look-alike of the question's key (see ``lookalike``)."""
-        if not (pair := lookalike(self.question, self.search_report.absent, list(lines))):
+        if not (pair := lookalike(self.question, self.search_report.absent, lines)):
             return None
         asked, found = pair
         return Grounding(False, reason=(

@@ -132,8 +132,9 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
         if len(present) > 1:
             words = ", ".join(repr(terms[t]) for t in present)
             out(f"{ALL_WORDS_HEADER} {words}: {len(everywhere):,}")
+            keys = sorted(everywhere)
             for t in present:
-                if forms := _forms(documents, sorted(everywhere), lines, t, terms[t]):
+                if forms := _forms(documents, keys, lines, t, terms[t]):
                     out(f"{FORMS_HEADER}{terms[t]!r} appears in them: " + ", ".join(f"{f!r} {n:,}" for f, n in forms))
         ranked = sorted(lines.items(), key=lambda item: (-sum(weights[t] for t in item[1]), item[0]))
         if len(present) > 1 and everywhere:
