@@ -480,17 +480,18 @@ def test_lookup_cases_are_seeded_and_their_gold_answers_hold() -> None:
 
     from recursa.bench.lookup import LOOKUP_KINDS, make_lookup, score_lookup
 
-    for seed in [*range(14), *range(200, 214)]:
+    for seed in [*range(14), *range(200, 214), *range(300, 314)]:
         case, again = make_lookup(200_000, seed), make_lookup(200_000, seed)
         assert (case.question, case.gold, case.context) == (again.question, again.gold, again.context)
-        assert case.kind == LOOKUP_KINDS[seed % 7] and case.split == ("dev" if seed < 100 else "fresh")
+        assert case.kind == LOOKUP_KINDS[seed % 7]
+        assert case.split == ("dev" if seed < 100 else "fresh" if seed < 300 else "unseen")
         text = case.context if isinstance(case.context, str) else "\n".join(case.context)
         if case.kind == "log-count":  # re-derive the count by brute force from the question's level and service
             level, service = re.search(r"\b(ERROR|WARN)\b", case.question)[1], re.search(
                 r"\b(payments|search|auth|billing|inventory|shipping|profile|checkout)\b", case.question)[1]
             assert case.gold == [str(sum(f" {level} [{service}] " in line for line in text.splitlines()))]
         elif case.kind == "record-sum":
-            name = re.search(r"(?:by|from|customer) ([A-Z]\w+ [A-Z]\w+)|([A-Z]\w+ [A-Z]\w+)(?:'s| spend)",
+            name = re.search(r"(?:by|from|customer|has) ([A-Z]\w+ [A-Z]\w+)|([A-Z]\w+ [A-Z]\w+)(?:'s| spend)",
                              case.question)
             who = name[1] or name[2]
             total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if f"customer: {who} |" in line)
@@ -511,12 +512,14 @@ def test_fresh_lookup_cases_share_no_phrasing_or_key_word_with_the_tuned_ones() 
 
     tuned = [make_lookup(20_000, seed) for seed in [*range(60), *range(100, 160)]]
     fresh = [make_lookup(20_000, seed) for seed in range(200, 260)]
+    unseen = [make_lookup(20_000, seed) for seed in range(300, 360)]
     tuned_questions = {case.question for case in tuned}
-    assert not tuned_questions & {case.question for case in fresh}
-    for case in fresh:
-        if case.kind in ("needle", "needle-multi", "absent"):
-            key_words = set(re.findall(r"[a-z]+", case.question.lower()))
-            assert not key_words & {"blue", "northern", "warehouse", "bakery", "orchard", "ferry", "chapel"}
+    assert not tuned_questions & {case.question for case in [*fresh, *unseen]}
+    for cases, used in ((fresh, {"blue", "northern", "warehouse", "bakery", "orchard", "ferry", "chapel"}),
+                        (unseen, {"purple", "southern", "library", "arcade", "blue", "warehouse", "ferry"})):
+        for case in cases:
+            if case.kind in ("needle", "needle-multi", "absent"):
+                assert not set(re.findall(r"[a-z]+", case.question.lower())) & used
 
 
 def test_lookup_value_questions_tell_a_value_from_its_name() -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .sniah import haystack
 
-__all__ = ["FRESH_SEED", "HELD_OUT_SEED", "LOOKUP_KINDS", "LookupCase", "make_lookup", "score_lookup"]
+__all__ = ["FRESH_SEED", "HELD_OUT_SEED", "UNSEEN_SEED", "LOOKUP_KINDS", "LookupCase", "make_lookup", "score_lookup"]
 
 LOOKUP_KINDS = ("needle", "needle-multi", "absent", "source-value", "source-file", "log-count", "record-sum")
 HELD_OUT_SEED = 100
@@ -37,6 +37,9 @@ HELD_OUT_SEED = 100
 FRESH_SEED = 200
 """Seeds from here on use a third set of phrasings and new needle key words (``split == "fresh"``), added after
 the held-out set had been looked at, so that there is again a set nobody tuned against."""
+UNSEEN_SEED = 300
+"""Seeds from here on use a fourth set of phrasings and key words (``split == "unseen"``), written after the
+fresh set's failures had been read, and run once, on the final code."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ _NEEDLES = [
     ("Records show the {key}'s {attr}: {value}.", "I need the {attr} of the {key}. What is it?"),
     ("In the {key}, {value} serves as the {attr}.", "Do you know the {key}'s {attr}?"),
     ("The {attr} ({key}): {value}", "Look up the {attr} belonging to the {key}."),
+    ("Staff of the {key} use {value} as their {attr}.", "What {attr} do the staff of the {key} use?"),
+    ("{value} - that is the {attr} listed for the {key}.", "Please find the {attr} listed for the {key}."),
 ]
 _MULTI = [
     ("One {attr} of the {key} is {value}.", "List all the {attr}s of the {key}."),
@@ -72,6 +77,8 @@ _MULTI = [
     ("A {attr} assigned to the {key} is {value}.", "Collect every {attr} mentioned for the {key}."),
     ("The {key} keeps {value} on file as its {attr}.", "Give me the complete set of {attr}s for the {key}."),
     ("Logged for the {key}: {attr} {value}.", "The {key} has more than one {attr}. What are they?"),
+    ("Staff of the {key} use {value} as one {attr}.", "Every {attr} used by the staff of the {key}, please."),
+    ("{value} is on the list of {attr}s for the {key}.", "Show the list of {attr}s for the {key}."),
 ]
 _VALUE_QUESTIONS = [
     "What is the value of {name}?",
@@ -81,6 +88,8 @@ _VALUE_QUESTIONS = [
     "Which value is assigned to {name} in the source?",
     "Somewhere in these files {name} is defined. To what?",
     "Report the literal that {name} equals.",
+    "What does {name} hold?",
+    "Tell me the value the code gives {name}.",
 ]
 _FILE_QUESTIONS = [
     "Which file defines the class {name}?",
@@ -90,6 +99,8 @@ _FILE_QUESTIONS = [
     "What is the path of the file where {name} is defined as a class?",
     "{name} is a class. Which module file holds it?",
     "Locate the class definition for {name}: what file is it in?",
+    "Where does class {name} live? Name the file.",
+    "Which .py file declares {name}?",
 ]
 _COUNT_QUESTIONS = [
     "How many {level} lines are there for the {service} service?",
@@ -99,6 +110,8 @@ _COUNT_QUESTIONS = [
     "How many log entries does the {service} service have at level {level}?",
     "Give the count of {service} log records whose level is {level}.",
     "{service}: how many {level}-level messages did it emit?",
+    "Number of {level} records from {service}?",
+    "Across the log, how often does {service} report {level}?",
 ]
 _SUM_QUESTIONS = [
     "What is the total amount of the orders placed by {customer}?",
@@ -108,9 +121,11 @@ _SUM_QUESTIONS = [
     "What do all of {customer}'s orders come to, in total?",
     "Total spend by {customer}, please: add up their order amounts.",
     "For the customer {customer}, what is the combined amount of their orders?",
+    "How much has {customer} ordered, summed over every order?",
+    "Give {customer}'s order total.",
 ]
-_DEV_PHRASINGS, _HELD_OUT_END = 3, 5
-"""Each list above: the first three phrasings are for development, the next two held out, the rest fresh."""
+_DEV_PHRASINGS, _HELD_OUT_END, _FRESH_END = 3, 5, 7
+"""Each list above: the first three phrasings are for development, the next two held out, two fresh, two unseen."""
 
 _ADJECTIVES = ["blue", "northern", "silent", "copper", "eastern", "small", "golden", "rusty", "hidden", "upper",
                "green", "wooden", "crooked", "sunny", "western", "narrow"]
@@ -121,6 +136,11 @@ _FRESH_ADJECTIVES = ["purple", "southern", "quiet", "marble", "lower", "tiny", "
                      "crimson", "frozen", "busy", "hollow"]
 _FRESH_NOUNS = ["keeper's cottage", "library", "mill", "harbour office", "bakehouse", "laundry", "arcade",
                 "signal box", "gallery", "cannery", "post office", "ice rink"]
+# Unseen cases: a fourth set of key words, written after the fresh ones had been looked at.
+_UNSEEN_ADJECTIVES = ["amber", "misty", "broad", "silver", "twin", "old", "far", "stone", "pale", "iron", "high",
+                      "red"]
+_UNSEEN_NOUNS = ["brewery", "dockyard", "tannery", "market hall", "school", "sawmill", "depot", "lodge", "quarry",
+                 "customs house"]
 _ATTRS = {
     "door code": lambda rng: str(rng.randint(1000, 99999)),
     "password": lambda rng: rng.choice(_WORDS) + rng.choice(["", "-"]) + rng.choice(_WORDS),
@@ -143,11 +163,12 @@ class _Style:
 
     def __init__(self, rng: random.Random, split: str) -> None:
         self.rng, self.split = rng, split
-        self.adjectives, self.nouns = (_FRESH_ADJECTIVES, _FRESH_NOUNS) if split == "fresh" else (_ADJECTIVES, _NOUNS)
+        self.adjectives, self.nouns = {"fresh": (_FRESH_ADJECTIVES, _FRESH_NOUNS),
+                                       "unseen": (_UNSEEN_ADJECTIVES, _UNSEEN_NOUNS)}.get(split, (_ADJECTIVES, _NOUNS))
 
     def pick(self, options: list):
         first, stop = {"dev": (0, _DEV_PHRASINGS), "held-out": (_DEV_PHRASINGS, _HELD_OUT_END),
-                       "fresh": (_HELD_OUT_END, None)}[self.split]
+                       "fresh": (_HELD_OUT_END, _FRESH_END), "unseen": (_FRESH_END, None)}[self.split]
         return self.rng.choice(options[first:stop])
 
 
@@ -155,7 +176,8 @@ def make_lookup(chars: int = 1_000_000, seed: int = 0, *, kind: str | None = Non
     """A case of about ``chars`` characters; the seed picks the kind (unless given) and the phrasing."""
     rng = random.Random(seed)
     kind = kind or LOOKUP_KINDS[seed % len(LOOKUP_KINDS)]
-    split = "fresh" if seed >= FRESH_SEED else "held-out" if seed >= HELD_OUT_SEED else "dev"
+    split = ("unseen" if seed >= UNSEEN_SEED else "fresh" if seed >= FRESH_SEED else
+             "held-out" if seed >= HELD_OUT_SEED else "dev")
     style = _Style(rng, split)
     makers = {"needle": _needle, "needle-multi": _needle_multi, "absent": _absent, "source-value": _source_value,
               "source-file": _source_file, "log-count": _log_count, "record-sum": _record_sum}
