@@ -520,6 +520,55 @@ def test_fresh_lookup_cases_share_no_phrasing_or_key_word_with_the_tuned_ones() 
         for case in cases:
             if case.kind in ("needle", "needle-multi", "absent"):
                 assert not set(re.findall(r"[a-z]+", case.question.lower())) & used
+    # The final split asks in wordings none of the others use, about places named by none of their key words.
+    from recursa.bench import lookup
+
+    final = [make_lookup(20_000, seed) for seed in range(400, 460)]
+    assert not {case.question for case in [*tuned, *fresh, *unseen]} & {case.question for case in final}
+    earlier = {word for words in (lookup._ADJECTIVES, lookup._NOUNS, lookup._FRESH_ADJECTIVES, lookup._FRESH_NOUNS,
+                                  lookup._UNSEEN_ADJECTIVES, lookup._UNSEEN_NOUNS)
+               for phrase in words for word in re.findall(r"[a-z]{2,}", phrase)}
+    for case in final:
+        assert case.split == "final"
+        if case.kind in ("needle", "needle-multi", "absent"):
+            assert not set(re.findall(r"[a-z]+", case.question.lower())) & earlier
+
+
+def test_final_lookup_cases_have_their_own_formats_and_their_gold_answers_hold() -> None:
+    import csv
+    from decimal import Decimal
+
+    from recursa.bench.lookup import FINAL_SEED, make_lookup, score_lookup
+
+    assert FINAL_SEED == 400 and make_lookup(20_000, 399).split == "unseen"
+    for seed in range(400, 428):
+        case = make_lookup(200_000, seed)
+        assert case.split == "final"
+        text = case.context if isinstance(case.context, str) else "\n".join(case.context)
+        if case.kind == "log-count":  # key=value lines: count by the level and service fields, not by the words
+            fields = [dict(re.findall(r'(\w+)=("[^"]*"|\S+)', line)) for line in text.splitlines()]
+            assert all(line.keys() >= {"time", "level", "msg", "service"} for line in fields)
+            asked = [s for s in {line["service"] for line in fields} if re.search(rf"\b{s}\b", case.question)]
+            level = re.search(r"\b(ERROR|WARN)\b", case.question)[1]
+            assert len(asked) == 1
+            gold = sum(line["level"] == level and line["service"] == asked[0] for line in fields)
+            assert case.gold == [str(gold)]
+            naive = sum(level in line and asked[0] in line for line in text.splitlines())
+            assert naive > gold if level == "WARN" else naive >= gold
+        elif case.kind == "record-sum":  # a CSV export with a header; the total column, not the quantity
+            rows = list(csv.DictReader(text.splitlines()))
+            assert rows and list(rows[0]) == ["invoice", "date", "customer", "item", "qty", "total"]
+            asked = [name for name in {row["customer"] for row in rows} if name in case.question]
+            assert len(asked) == 1
+            total = sum(Decimal(row["total"]) for row in rows if row["customer"] == asked[0])
+            assert Decimal(case.gold[0]) == total and case.gold[0] == f"{total:.2f}"
+        elif case.kind == "absent":
+            assert case.gold[0] in text and score_lookup(case, "The text does not mention it.") == 1.0
+        elif case.kind in ("needle", "needle-multi"):
+            assert all(value in text for value in case.gold)
+        if case.kind != "absent":
+            assert score_lookup(case, " and ".join(case.gold)) == 1.0
+        assert score_lookup(case, None) == 0.0 and score_lookup(case, "12345") == 0.0
 
 
 def test_lookup_value_questions_tell_a_value_from_its_name() -> None:

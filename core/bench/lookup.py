@@ -14,7 +14,9 @@ that a loop tuned to one phrasing shows it:
 - ``record-sum``: the total of one customer's order amounts.
 
 Seeds below ``HELD_OUT_SEED`` use the development phrasings; seeds from it on use phrasings kept
-aside while the loop was tuned (``info["split"]`` says which), so reports can show both.
+aside while the loop was tuned (``info["split"]`` says which), so reports can show both. Seeds from
+``FINAL_SEED`` on form a last hold-out that differs in more than wording: its own needle key words and
+attributes, and its own log and record formats.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ import ast
 import random
 import re
 import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 
 from .sniah import haystack
 
-__all__ = ["FRESH_SEED", "HELD_OUT_SEED", "UNSEEN_SEED", "LOOKUP_KINDS", "LookupCase", "make_lookup", "score_lookup"]
+__all__ = ["FINAL_SEED", "FRESH_SEED", "HELD_OUT_SEED", "UNSEEN_SEED", "LOOKUP_KINDS", "LookupCase", "make_lookup",
+           "score_lookup"]
 
 LOOKUP_KINDS = ("needle", "needle-multi", "absent", "source-value", "source-file", "log-count", "record-sum")
 HELD_OUT_SEED = 100
@@ -40,6 +45,10 @@ the held-out set had been looked at, so that there is again a set nobody tuned a
 UNSEEN_SEED = 300
 """Seeds from here on use a fourth set of phrasings and key words (``split == "unseen"``), written after the
 fresh set's failures had been read, and run once, on the final code."""
+FINAL_SEED = 400
+"""Seeds from here on are a last hold-out (``split == "final"``): a fifth set of phrasings, needle key words and
+attributes nobody else uses, and log and record lines in other formats, so that a loop fitted to the earlier data's
+shape shows it. It was written to be read by no one tuning the loop, and run once."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,7 @@ class LookupCase:
     split: str = "dev"
 
 
-# -- phrasings: (needle sentence, question); the last two of each list are held out --------------------
+# -- phrasings: (needle sentence, question); each split takes its own slice of every list (see below) ------
 
 _NEEDLES = [
     ("The {attr} for the {key} is {value}.", "What is the {attr} for the {key}?"),
@@ -68,6 +77,10 @@ _NEEDLES = [
     ("The {attr} ({key}): {value}", "Look up the {attr} belonging to the {key}."),
     ("Staff of the {key} use {value} as their {attr}.", "What {attr} do the staff of the {key} use?"),
     ("{value} - that is the {attr} listed for the {key}.", "Please find the {attr} listed for the {key}."),
+    ("Memo from the {key}: starting this month, our {attr} is {value}.", "quick one: {attr} of the {key}?"),
+    ("If you ever need the {key}'s {attr}, it's {value}.",
+     "Hi, sorry to bother you, but I can't remember the {attr} at the {key}. Would you be able to find it in here "
+     "for me?"),
 ]
 _MULTI = [
     ("One {attr} of the {key} is {value}.", "List all the {attr}s of the {key}."),
@@ -79,6 +92,9 @@ _MULTI = [
     ("Logged for the {key}: {attr} {value}.", "The {key} has more than one {attr}. What are they?"),
     ("Staff of the {key} use {value} as one {attr}.", "Every {attr} used by the staff of the {key}, please."),
     ("{value} is on the list of {attr}s for the {key}.", "Show the list of {attr}s for the {key}."),
+    ("Since the spring, {value} has been one of the {key}'s {attr}s.", "all {attr}s for the {key}"),
+    ("Per the handbook, the {key} has {value} registered as one of its {attr}s.",
+     "Could you go through the text and pull out every single {attr} the {key} has? I don't want to miss any."),
 ]
 _VALUE_QUESTIONS = [
     "What is the value of {name}?",
@@ -90,6 +106,8 @@ _VALUE_QUESTIONS = [
     "Report the literal that {name} equals.",
     "What does {name} hold?",
     "Tell me the value the code gives {name}.",
+    "{name} = ?",
+    "I'm debugging something and need to know what {name} is defined as in these files. Could you check?",
 ]
 _FILE_QUESTIONS = [
     "Which file defines the class {name}?",
@@ -101,6 +119,8 @@ _FILE_QUESTIONS = [
     "Locate the class definition for {name}: what file is it in?",
     "Where does class {name} live? Name the file.",
     "Which .py file declares {name}?",
+    "file for class {name}?",
+    "Could you tell me where in this code base the class {name} is implemented? Just the file path is fine.",
 ]
 _COUNT_QUESTIONS = [
     "How many {level} lines are there for the {service} service?",
@@ -112,6 +132,8 @@ _COUNT_QUESTIONS = [
     "{service}: how many {level}-level messages did it emit?",
     "Number of {level} records from {service}?",
     "Across the log, how often does {service} report {level}?",
+    "{service} {level} count?",
+    "I'm writing up last week's incident - could you tally up the {level} logs from {service} for me?",
 ]
 _SUM_QUESTIONS = [
     "What is the total amount of the orders placed by {customer}?",
@@ -123,9 +145,12 @@ _SUM_QUESTIONS = [
     "For the customer {customer}, what is the combined amount of their orders?",
     "How much has {customer} ordered, summed over every order?",
     "Give {customer}'s order total.",
+    "{customer} total spend?",
+    "Our accountant wants to know how much {customer} paid us altogether. Can you add it up from these records?",
 ]
-_DEV_PHRASINGS, _HELD_OUT_END, _FRESH_END = 3, 5, 7
-"""Each list above: the first three phrasings are for development, the next two held out, two fresh, two unseen."""
+_DEV_PHRASINGS, _HELD_OUT_END, _FRESH_END, _UNSEEN_END, _FINAL_END = 3, 5, 7, 9, 11
+"""Each list above: the first three phrasings are for development, the next two held out, two fresh, two unseen,
+and the last two final."""
 
 _ADJECTIVES = ["blue", "northern", "silent", "copper", "eastern", "small", "golden", "rusty", "hidden", "upper",
                "green", "wooden", "crooked", "sunny", "western", "narrow"]
@@ -141,6 +166,11 @@ _UNSEEN_ADJECTIVES = ["amber", "misty", "broad", "silver", "twin", "old", "far",
                       "red"]
 _UNSEEN_NOUNS = ["brewery", "dockyard", "tannery", "market hall", "school", "sawmill", "depot", "lodge", "quarry",
                  "customs house"]
+# Final cases: a fifth set, sharing no word with the four above.
+_FINAL_ADJECTIVES = ["yellow", "central", "sandy", "brick", "little", "grey", "hilltop", "glass", "lakeside", "white",
+                     "mossy", "coastal"]
+_FINAL_NOUNS = ["fire station", "creamery", "pottery", "smithy", "hostel", "museum", "swimming pool", "cinema",
+                "town archive", "pier", "bell tower", "tea room"]
 _ATTRS = {
     "door code": lambda rng: str(rng.randint(1000, 99999)),
     "password": lambda rng: rng.choice(_WORDS) + rng.choice(["", "-"]) + rng.choice(_WORDS),
@@ -149,6 +179,17 @@ _ATTRS = {
     "opening year": lambda rng: str(rng.randint(1850, 2020)),
     "licence number": lambda rng: f"{rng.choice('ABCDEFGHKLMNPRSTUVWXYZ')}{rng.randint(100, 999)}-{rng.randint(10, 99)}",  # noqa: E501
 }
+_SINGLE_VALUED = {"opening year", "inspection date"}
+"""Attributes a place has one of, so ``needle-multi`` does not ask for several."""
+# The final split's attributes: besides a code and a person, values of kinds the others never ask for.
+_FINAL_ATTRS = {
+    "alarm code": lambda rng: str(rng.randint(100_000, 999_999)),
+    "caretaker": lambda rng: f"{rng.choice(_FINAL_FIRST)} {rng.choice(_FINAL_LAST)}",
+    "supplier": lambda rng: f"{rng.choice(_FIRMS)} {rng.choice(['Trading', 'Supplies', 'Logistics', 'Hardware'])}",
+    "wifi network": lambda rng: f"{rng.choice(_FIRMS)}{rng.choice(['-Guest', '-Staff', 'Net', '_5G', '-Public'])}",
+    "locker number": lambda rng: f"{rng.choice('ABCDEFGH')}-{rng.randint(1, 99)}",
+    "inspection date": lambda rng: f"{rng.randint(2015, 2024)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+}
 _WORDS = ["tangerine", "marigold", "pebble", "thunder", "biscuit", "lighthouse", "walnut", "seashell", "comet",
           "cinnamon", "pinecone", "harvest", "lantern", "violet"]
 _FIRST = ["Ines", "Tomas", "Priya", "Jonas", "Amara", "Felix", "Keiko", "Dmitri", "Leila", "Oskar", "Nadia", "Rafael"]
@@ -156,6 +197,16 @@ _LAST = ["Okafor", "Lindqvist", "Moreau", "Tanaka", "Castillo", "Brennan", "Nova
 _SERVICES = ["payments", "search", "auth", "billing", "inventory", "shipping", "profile", "checkout"]
 _LEVELS = ["INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"]
 _ITEMS = ["lamp", "kettle", "notebook", "chair", "umbrella", "backpack", "teapot", "blanket", "mirror", "clock"]
+_FIRMS = ["Brightwater", "Kessler", "Ashford", "Marlow", "Thornbury", "Calder", "Heron", "Fairlight", "Osprey",
+          "Kinross"]
+_FINAL_FIRST = ["Astrid", "Bruno", "Chioma", "Emre", "Greta", "Hugo", "Ingrid", "Kwame", "Lucia", "Mateo", "Noor",
+                "Sven"]
+_FINAL_LAST = ["Abara", "Bergstrom", "Delacroix", "Eriksen", "Fontaine", "Gallagher", "Kowalski", "Mbeki", "Petrov",
+               "Yamamoto"]
+_FINAL_SERVICES = ["orders", "catalog", "notifier", "gateway", "reports", "accounts", "media", "scheduler"]
+_EPOCH = datetime(2024, 1, 1)
+_FINAL_ITEMS = ["desk lamp", "phone case", "water bottle", "yoga mat", "headphones", "bike light", "scarf", "candle",
+                "plant pot", "board game"]
 
 
 class _Style:
@@ -164,11 +215,14 @@ class _Style:
     def __init__(self, rng: random.Random, split: str) -> None:
         self.rng, self.split = rng, split
         self.adjectives, self.nouns = {"fresh": (_FRESH_ADJECTIVES, _FRESH_NOUNS),
-                                       "unseen": (_UNSEEN_ADJECTIVES, _UNSEEN_NOUNS)}.get(split, (_ADJECTIVES, _NOUNS))
+                                       "unseen": (_UNSEEN_ADJECTIVES, _UNSEEN_NOUNS),
+                                       "final": (_FINAL_ADJECTIVES, _FINAL_NOUNS)}.get(split, (_ADJECTIVES, _NOUNS))
+        self.attrs = _FINAL_ATTRS if split == "final" else _ATTRS
 
     def pick(self, options: list):
         first, stop = {"dev": (0, _DEV_PHRASINGS), "held-out": (_DEV_PHRASINGS, _HELD_OUT_END),
-                       "fresh": (_HELD_OUT_END, _FRESH_END), "unseen": (_FRESH_END, None)}[self.split]
+                       "fresh": (_HELD_OUT_END, _FRESH_END), "unseen": (_FRESH_END, _UNSEEN_END),
+                       "final": (_UNSEEN_END, _FINAL_END)}[self.split]
         return self.rng.choice(options[first:stop])
 
 
@@ -176,8 +230,8 @@ def make_lookup(chars: int = 1_000_000, seed: int = 0, *, kind: str | None = Non
     """A case of about ``chars`` characters; the seed picks the kind (unless given) and the phrasing."""
     rng = random.Random(seed)
     kind = kind or LOOKUP_KINDS[seed % len(LOOKUP_KINDS)]
-    split = ("unseen" if seed >= UNSEEN_SEED else "fresh" if seed >= FRESH_SEED else
-             "held-out" if seed >= HELD_OUT_SEED else "dev")
+    split = ("final" if seed >= FINAL_SEED else "unseen" if seed >= UNSEEN_SEED else "fresh" if seed >= FRESH_SEED
+             else "held-out" if seed >= HELD_OUT_SEED else "dev")
     style = _Style(rng, split)
     makers = {"needle": _needle, "needle-multi": _needle_multi, "absent": _absent, "source-value": _source_value,
               "source-file": _source_file, "log-count": _log_count, "record-sum": _record_sum}
@@ -207,10 +261,21 @@ def _with_sentences(chars: int, sentences: list[str], rng: random.Random) -> str
     return text
 
 
+def _look_alike_value(make_value: Callable[[random.Random], str], rng: random.Random, style: _Style,
+                      taken: list[str]) -> str:
+    """The look-alike key's value; in the final split never one of ``taken`` (the earlier splits keep their draws,
+    and with them the very cases they always had)."""
+    value = make_value(rng)
+    while style.split == "final" and value in taken:
+        value = make_value(rng)
+    return value
+
+
 def _needle(chars: int, rng: random.Random, style: _Style) -> LookupCase:
     key, other = _keys(rng, style)
-    attr, make_value = rng.choice(list(_ATTRS.items()))
-    value, other_value = make_value(rng), make_value(rng)
+    attr, make_value = rng.choice(list(style.attrs.items()))
+    value = make_value(rng)
+    other_value = _look_alike_value(make_value, rng, style, [value])
     needle, question = style.pick(_NEEDLES)
     sentences = [needle.format(attr=attr, key=key, value=value), needle.format(attr=attr, key=other, value=other_value)]
     text = _with_sentences(chars, sentences, rng)
@@ -219,21 +284,21 @@ def _needle(chars: int, rng: random.Random, style: _Style) -> LookupCase:
 
 def _needle_multi(chars: int, rng: random.Random, style: _Style) -> LookupCase:
     key, other = _keys(rng, style)
-    attr, make_value = rng.choice([(a, m) for a, m in _ATTRS.items() if a != "opening year"])
+    attr, make_value = rng.choice([(a, m) for a, m in style.attrs.items() if a not in _SINGLE_VALUED])
     values: list[str] = []
     while len(values) < rng.choice((2, 3)):
         if (value := make_value(rng)) not in values:
             values.append(value)
     needle, question = style.pick(_MULTI)
     sentences = [needle.format(attr=attr, key=key, value=v) for v in values]
-    sentences.append(needle.format(attr=attr, key=other, value=make_value(rng)))
+    sentences.append(needle.format(attr=attr, key=other, value=_look_alike_value(make_value, rng, style, values)))
     text = _with_sentences(chars, sentences, rng)
     return LookupCase("needle-multi", question.format(attr=attr, key=key), values, text)
 
 
 def _absent(chars: int, rng: random.Random, style: _Style) -> LookupCase:
     key, other = _keys(rng, style)
-    attr, make_value = rng.choice(list(_ATTRS.items()))
+    attr, make_value = rng.choice(list(style.attrs.items()))
     other_value = make_value(rng)
     needle, question = style.pick(_NEEDLES)
     text = _with_sentences(chars, [needle.format(attr=attr, key=other, value=other_value)], rng)
@@ -336,6 +401,8 @@ def _source_file(chars: int, rng: random.Random, style: _Style) -> LookupCase:
 # -- records ---------------------------------------------------------------------------------------------
 
 def _log_count(chars: int, rng: random.Random, style: _Style) -> LookupCase:
+    if style.split == "final":
+        return _final_log_count(chars, rng, style)
     lines, size, counts = [], 0, {}
     second = rng.randint(0, 10_000_000)
     while True:
@@ -360,7 +427,38 @@ def _log_count(chars: int, rng: random.Random, style: _Style) -> LookupCase:
     return LookupCase("log-count", question, [str(counts.get((service, level), 0))], "\n".join(lines))
 
 
+def _final_log_count(chars: int, rng: random.Random, style: _Style) -> LookupCase:
+    """The final split's log: ``key=value`` lines in the shape of Go's slog, the service after the message; a WARN
+    line's message names another service, so counting lines that merely hold the level and the name over-counts."""
+    lines, size, counts = [], 0, {}
+    millis = rng.randint(0, 300 * 86_400_000)
+    while True:
+        millis += rng.randint(20, 30_000)
+        service, level = rng.choice(_FINAL_SERVICES), rng.choice(_LEVELS)
+        if level == "ERROR":
+            err = rng.choice(["connection reset by peer", "context deadline exceeded", "disk quota exceeded"])
+            msg, extra = "write failed", f'err="{err}" request_id={rng.getrandbits(32):08x}'
+        elif level == "WARN":
+            msg, extra = f"slow call to {rng.choice(_FINAL_SERVICES)}", f"latency_ms={rng.randint(800, 12_000)}"
+        elif level == "DEBUG":
+            msg, extra = "cache lookup", f"hit={rng.choice(['true', 'false'])} key=k{rng.randint(1, 99_999)}"
+        else:
+            msg, extra = "request served", f"status=200 duration_ms={rng.randint(1, 900)}"
+        stamp = (_EPOCH + timedelta(milliseconds=millis)).isoformat(timespec="milliseconds")
+        line = f'time={stamp}Z level={level} msg="{msg}" service={service} {extra}'
+        if size + len(line) + 1 > chars:
+            break
+        lines.append(line)
+        counts[(service, level)] = counts.get((service, level), 0) + 1
+        size += len(line) + 1
+    service, level = rng.choice(_FINAL_SERVICES), rng.choice(["ERROR", "WARN"])
+    question = style.pick(_COUNT_QUESTIONS).format(service=service, level=level)
+    return LookupCase("log-count", question, [str(counts.get((service, level), 0))], "\n".join(lines))
+
+
 def _record_sum(chars: int, rng: random.Random, style: _Style) -> LookupCase:
+    if style.split == "final":
+        return _final_record_sum(chars, rng, style)
     customers = sorted({f"{rng.choice(_FIRST)} {rng.choice(_LAST)}" for _ in range(80)})
     target = rng.choice(customers)
     lines, size, total_cents, order = [], 0, 0, rng.randint(10_000, 50_000)
@@ -417,3 +515,26 @@ def _has_token(text: str, value: str, *, exact_case: bool = False) -> bool:
     if not exact_case:
         text, value = text.lower(), value.lower()
     return re.search(rf"(?<![\w.-]){re.escape(value)}(?![\w-])", text) is not None
+
+
+def _final_record_sum(chars: int, rng: random.Random, style: _Style) -> LookupCase:
+    """The final split's records: invoice rows of a CSV export with a header and a quantity column (a number that
+    is not the amount), and customers named from lists the other splits never use."""
+    customers = sorted({f"{rng.choice(_FINAL_FIRST)} {rng.choice(_FINAL_LAST)}" for _ in range(80)})
+    target = rng.choice(customers)
+    lines = ["invoice,date,customer,item,qty,total"]
+    size, total_cents, invoice = len(lines[0]) + 1, 0, rng.randint(100_000, 900_000)
+    while True:
+        invoice += rng.randint(1, 3)
+        customer = target if rng.random() < 0.004 else rng.choice(customers)
+        cents = rng.randint(100, 50_000)
+        line = (f"INV-{invoice},2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d},{customer},"
+                f"{rng.choice(_FINAL_ITEMS)},{rng.randint(1, 6)},{cents // 100}.{cents % 100:02d}")
+        if size + len(line) + 1 > chars:
+            break
+        if customer == target:
+            total_cents += cents
+        lines.append(line)
+        size += len(line) + 1
+    total = f"{total_cents // 100}.{total_cents % 100:02d}"
+    return LookupCase("record-sum", style.pick(_SUM_QUESTIONS).format(customer=target), [total], "\n".join(lines))
