@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 
+from ._answer_kind import answer_kind, choose, count_candidates, list_values, total_candidate, total_code
 from ._budget import Budget, Spend, SubCallsRefused
 from ._cache import LMCache, resolve_cache, with_cache
 from ._context import Context
@@ -540,6 +541,9 @@ class _Run:
         self.evidence.append(self.transcript.preview)
         self.transcript.begin(await self._first_search() if self.rlm.first_search else None)
         try:
+            if (answer := await self._host_answer()) is not None:
+                self.grounded = True
+                return answer, "final"
             return await self._turns()
         except _TimeBudgetSpent:
             return await self._final_turn("timeout")
@@ -908,6 +912,42 @@ class _Run:
         self.search_report = read_search(output)
         return code, output
 
+    async def _host_answer(self) -> str | None:
+        """A count, a total or a list computed by the host over the lines its first search found, when the helper
+        model picks it (see ``_answer_kind``): a small root model reads these off the output badly."""
+        report = self.search_report
+        if not (self.rlm.verify_answers and report.counts and supports_grammar(self.rlm.sub)):
+            return None
+        kind = await answer_kind(self._ask_helper, self.question)
+        if kind == "count":
+            chosen = await choose(self._ask_helper, self.question, "A search of the text counted:",
+                                  count_candidates(report))
+        elif kind == "total":
+            result = await self._execute(total_code(self.question))
+            candidate = None if result.error else total_candidate(result.output, report)
+            chosen = await choose(self._ask_helper, self.question, "Computed over the text:",
+                                  [candidate] if candidate else [])
+        elif kind == "list" and report.complete:
+            lines = [_LINE_NUMBER.sub("", line) for line in report.full_lines]
+            if values := await list_values(self._ask_helper, self.question, lines):
+                self._notice(f"answered by the host: the helper read one value off each of the {len(lines)} lines "
+                             "that contain every word of the question")
+                return ", ".join(values)
+            return None
+        else:
+            return None
+        if chosen is None:
+            self._notice(f"the question asks for a {kind}; the helper model picked none of the host's candidates "
+                         "consistently, so the root model answers")
+            return None
+        self._notice(f"answered by the host: the helper model picked {chosen.label!r} (twice, with the options "
+                     "in two orders)")
+        return chosen.value
+
+    async def _ask_helper(self, prompt: str, grammar: str) -> str:
+        return await self._complete("verify", self.rlm.sub, [{"role": "user", "content": prompt}],
+                                    depth=self.depth + 1, grammar=grammar, max_tokens=48)
+
     def _finish(self, answer: str | None, reason: str, error: str | None = None) -> Result:
         duration = time.monotonic() - self.started
         self.emit(RunFinished(
@@ -924,6 +964,9 @@ class _Run:
 
 class _TimeBudgetSpent(Exception):
     """A model call ran past the run's time budget and was stopped."""
+
+
+_LINE_NUMBER = re.compile(r"^line \d+: ")
 
 
 def _normalise_answer(answer: str) -> str:

@@ -28,7 +28,8 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
     (5, "llamaindex adapter", ("recursa.integrations.llamaindex",)),
     (5, "adapters' face", ("recursa.integrations",)),
     (4, "package face", ("recursa",)),  # exactly recursa/__init__.py: the names users import
-    (3, "core loop", ("recursa._loop", "recursa._transcript", "recursa._grounding", "recursa._progress",
+    (3, "core loop", ("recursa._loop", "recursa._transcript", "recursa._grounding", "recursa._answer_kind",
+                      "recursa._progress",
                       "recursa._view", "recursa._sources")),
     (2, "sandbox", ("recursa.sandbox",)),
     (2, "model clients", ("recursa._openai", "recursa._local", "recursa._scripted", "recursa._cache",

@@ -47,6 +47,12 @@ def small(root: Any, **kwargs: Any) -> RLM:
     return RLM(root, history="compact", **kwargs)
 
 
+def value_kind() -> GrammarLM:
+    """A helper model that takes every question for one that asks a single value: the host computes no answer
+    of its own (see ``_answer_kind``), so what is tested is the root model's answer and its checks."""
+    return GrammarLM(lambda messages: "C")
+
+
 def notices(result: Any) -> list[str]:
     return [e.message for e in result.trace if isinstance(e, Notice)]
 
@@ -198,7 +204,7 @@ DEPOTS = ("Filler about the weather. " * 60 + "\nNote: Priya Novak is the manage
 async def test_an_answer_about_a_look_alike_key_is_refused_with_the_absent_answer_offered() -> None:
     root = GrammarLM([code("print(search('manager ferry'))"), "FINAL(Priya Novak)",
                       "FINAL(The text does not mention the sunny ferry.)"])
-    result = await small(root).arun("Who is the manager of the sunny ferry?", DEPOTS)
+    result = await small(root, sub=value_kind()).arun("Who is the manager of the sunny ferry?", DEPOTS)
     refusal = root.calls[2][-1]["content"]
     assert "'sunny' occurs nowhere in the text" in refusal and "about the rusty ferry" in refusal
     assert "FINAL(The text does not mention the sunny ferry.)" in refusal
@@ -291,7 +297,8 @@ ANY_WARNS = sum("WARN" in line and "inventory" in line for line in SERVICES_LOG.
 
 async def test_a_count_of_lines_where_a_word_means_different_things_is_refused_with_the_split_shown() -> None:
     root = GrammarLM([code("print(len(search('WARN inventory')))"), f"FINAL({ANY_WARNS})", f"FINAL({OWN_WARNS})"])
-    result = await small(root).arun("How many WARN lines did the inventory service write?", SERVICES_LOG)
+    result = await small(root, sub=value_kind()).arun("How many WARN lines did the inventory service write?",
+                                                       SERVICES_LOG)
     refusal = next(n for n in notices(result) if "not grounded" in n)
     assert f"{ANY_WARNS:,} counts the lines that contain 'WARN', 'inventory' in any form" in refusal
     assert f"'[inventory]' {OWN_WARNS:,}" in refusal and root.params[2]["grammar"] == STEP_GRAMMAR
@@ -332,7 +339,7 @@ async def test_every_value_of_a_key_read_off_its_own_lines_is_accepted_without_a
 async def test_an_invented_value_for_an_absent_key_is_refused_with_the_absence_pointed_out() -> None:
     root = GrammarLM([code("print(search('manager sunny ferry'))"), "FINAL(12345)",
                       "FINAL(The text does not mention the sunny ferry.)"])
-    result = await small(root).arun("Who is the manager of the sunny ferry?", DEPOTS)
+    result = await small(root, sub=value_kind()).arun("Who is the manager of the sunny ferry?", DEPOTS)
     refusal = next(n for n in notices(result) if "not grounded" in n)
     assert "never printed: 12345" in refusal and "'sunny' occurs nowhere in the text" in refusal
     assert root.params[2]["grammar"] == STEP_GRAMMAR

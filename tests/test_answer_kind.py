@@ -1,0 +1,156 @@
+"""Counts, totals and lists the host computes over the lines its first search found, picked by a small helper model.
+
+The helper is scripted (the network edge); the REPL, sandbox, search and loop are the real ones.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from recursa import RLM, Budget, ScriptedLM
+from recursa._answer_kind import Candidate, choose, count_candidates
+from recursa._lm import Completion, Message
+from recursa._trace import CodeExecuted, Notice
+from recursa.sandbox._repl_tools import SearchReport
+
+pytestmark = pytest.mark.anyio
+
+# WARN lines name another service in their text: "from billing" is not the billing service's own line.
+SERVICES = ["billing", "search", "auth"]
+LOG = "\n".join(
+    f"2024-03-{i % 28 + 1:02d} 09:{i % 60:02d}:00 {('WARN', 'INFO', 'ERROR')[i % 3]} [{SERVICES[i // 3 % 3]}] "
+    + (f"slow response from {SERVICES[i // 9 % 3]}" if i % 3 == 0 else f"handled request {i}")
+    for i in range(1_500)
+)
+OWN_BILLING_WARNS = sum(1 for line in LOG.splitlines() if " WARN [billing]" in line)
+ORDERS = "\n".join(
+    f"order {i} | customer: {'Ada Moreau' if i % 97 == 0 else 'Bo Chen'} | item: lamp | amount: {i % 500}.{i % 100:02d}"
+    for i in range(1, 5_000)
+)
+ADA_TOTAL = sum(Decimal(line.rsplit(" ", 1)[1]) for line in ORDERS.splitlines() if "Ada Moreau" in line)
+
+
+class Helper(ScriptedLM):
+    """A scripted helper that, like the local model, takes a grammar; it answers the kind question with ``kind``
+    and each choice with the letter of the option ``pick`` returns True for (``none of these`` if none does)."""
+
+    supports_grammar = True
+
+    def __init__(self, kind: str, pick: Any = None, read: Any = None) -> None:
+        super().__init__(self._answer)
+        self.kind, self.pick, self.read = kind, pick, read
+
+    def _answer(self, messages: list[Message]) -> str:
+        prompt = messages[-1]["content"]
+        if "What kind of answer does it ask for?" in prompt:
+            return self.kind
+        if "Which one answers the question?" in prompt:
+            options = re.findall(r"^([A-P])\) (.*)$", prompt, re.MULTILINE)
+            chosen = [letter for letter, label in options if self.pick and self.pick(label)]
+            return chosen[0] if chosen else next(letter for letter, label in options if label == "none of these")
+        return self.read(prompt)
+
+    async def complete(self, messages: list[Message], **params: Any) -> Completion:
+        assert "grammar" in params  # every helper call is constrained to its answer's shape
+        return await super().complete(messages, **params)
+
+
+def small(root: Any, helper: Any) -> RLM:
+    return RLM(root, helper, budget=Budget(max_iterations=4), history="compact")
+
+
+def notices(result: Any) -> list[str]:
+    return [e.message for e in result.trace if isinstance(e, Notice)]
+
+
+async def test_a_count_is_the_hosts_count_of_the_lines_in_the_form_the_helper_picks() -> None:
+    root = ScriptedLM([])  # never asked: the host's count answers
+    helper = Helper("A", pick=lambda label: "'[billing]'" in label)
+    result = await small(root, helper).arun("How many WARN messages did the billing service write?", LOG)
+    assert result.answer == str(OWN_BILLING_WARNS) and result.stopped_reason == "final" and result.grounded is True
+    assert root.calls == [] and any("answered by the host" in n for n in notices(result))
+
+
+async def test_a_helper_that_only_picks_by_position_leaves_the_answer_to_the_root_model() -> None:
+    helper = Helper("A", pick=lambda label: True)  # always the first option, whatever it says
+    root = ScriptedLM(["```repl\nprint(len([l for l in context.splitlines() if ' WARN [billing]' in l]))\n```",
+                       f"FINAL({OWN_BILLING_WARNS})"])
+    result = await small(root, helper).arun("How many WARN messages did the billing service write?", LOG)
+    assert any("picked none of the host's candidates consistently" in n for n in notices(result))
+    assert len(root.calls) == 2 and result.answer == str(OWN_BILLING_WARNS)
+
+
+def test_only_counts_of_lines_holding_every_word_in_one_form_can_be_taken() -> None:
+    report = SearchReport(counts={"WARN": 500, "billing": 700, "lines": 0}, all_count=340,
+                          forms={"billing": [("[billing]", 170), ("from billing", 170)]})
+    acceptable = {c.value for c in count_candidates(report) if c.acceptable}
+    assert acceptable == {"170"}  # both forms count 170; the any-form 340, 500 and 700 are distractors
+    labels = [c.label for c in count_candidates(report)]
+    assert "340 lines contain 'WARN' and 'billing' (in any form)" in labels
+    assert count_candidates(SearchReport(counts={"ERROR": 42, "times": 0})) == [
+        Candidate("42", "42 lines contain 'ERROR'")]
+
+
+async def test_a_total_is_the_exact_sum_of_the_labelled_number_on_each_matching_line() -> None:
+    root = ScriptedLM([])
+    helper = Helper("B", pick=lambda label: "the sum of the numbers after 'amount'" in label)
+    result = await small(root, helper).arun("What did Ada Moreau spend across all her orders?", ORDERS)
+    assert result.answer == str(ADA_TOTAL) and result.grounded is True and root.calls == []
+    assert any("_host_total()" in e.code for e in result.trace if isinstance(e, CodeExecuted))
+
+
+async def test_no_total_is_offered_when_the_last_numbers_follow_different_words() -> None:
+    mixed = "\n".join(f"Ada Moreau {'paid' if i % 2 else 'owes'} {i}.50" for i in range(40))
+    root = ScriptedLM(["```repl\nprint(sum(number(l) for l in search('Ada Moreau paid')))\n```", "FINAL(410.0)"])
+    helper = Helper("B", pick=lambda label: True)
+    result = await small(root, helper).arun("How much has Ada Moreau paid in total?", mixed)
+    assert len(root.calls) == 2  # no candidate: the root model's own code answers
+    assert not any("answered by the host" in n for n in notices(result))
+
+
+PASSWORDS = ("Filler about the weather today. " * 40 + "\n"
+             + "\n".join(f"Staff of the twin dockyard use {word} as one password. " + "More filler. " * 10
+                         for word in ("thunderbolt", "violetmoon", "walnutcomet"))
+             + "\nStaff of the old dockyard use 4444 as one password.\n" + "Closing filler. " * 40)
+
+
+async def test_a_list_is_the_value_each_matching_line_gives_read_one_line_at_a_time() -> None:
+    def read(prompt: str) -> str:
+        return re.search(r"use (\w+) as one password", prompt)[1]
+
+    root = ScriptedLM([])
+    result = await small(root, Helper("D", read=read)).arun(
+        "Every password used by the staff of the twin dockyard, please.", PASSWORDS)
+    assert result.answer == "thunderbolt, violetmoon, walnutcomet" and root.calls == []  # not the old dockyard's
+
+
+async def test_a_list_value_the_line_does_not_contain_is_not_taken() -> None:
+    root = ScriptedLM(["```repl\nprint(search('twin dockyard password'))\n```",
+                       "FINAL(thunderbolt, violetmoon, walnutcomet)"])
+    result = await small(root, Helper("D", read=lambda prompt: "12345")).arun(
+        "Every password used by the staff of the twin dockyard, please.", PASSWORDS)
+    assert result.answer == "thunderbolt, violetmoon, walnutcomet" and len(root.calls) == 2
+
+
+async def test_a_helper_without_a_grammar_is_not_asked_to_pick() -> None:
+    helper = ScriptedLM(lambda messages: "A")  # a hosted model: no grammar, so no host answers
+    root = ScriptedLM(["```repl\nprint(len([l for l in context.splitlines() if ' WARN [billing]' in l]))\n```",
+                       f"FINAL({OWN_BILLING_WARNS})"])
+    result = await small(root, helper).arun("How many WARN messages did the billing service write?", LOG)
+    assert helper.calls == [] and len(root.calls) == 2 and result.answer == str(OWN_BILLING_WARNS)
+
+
+async def test_choose_takes_a_pick_only_when_both_orders_agree() -> None:
+    candidates = [Candidate("1", "one"), Candidate("2", "two")]
+
+    async def always_second(prompt: str, grammar: str) -> str:
+        return "B"
+
+    async def means_two(prompt: str, grammar: str) -> str:
+        return re.search(r"^([A-C])\) two$", prompt, re.MULTILINE)[1]
+
+    assert await choose(always_second, "q", "h", candidates) is None
+    assert await choose(means_two, "q", "h", candidates) == candidates[1]
