@@ -1,32 +1,29 @@
 """What kind of answer a question wants, and the answers the host computes for the kinds a small model cannot.
 
 A 1.5B root model reads a count or a total off a search's output badly: shown "Lines containing all of 'shipping',
-'ERROR': 311", it answers ``FINAL(2)``, and asked again it answers 2 again. The same model is good at two easier
-things: telling what kind of answer a question asks for (a count, a total, one value, a list), and picking, from a
-few labelled candidates, the one that answers a question. So for counts, totals and lists the host computes the
-candidates from the text itself and the helper model only picks:
+'ERROR': 311", it answers ``FINAL(2)``, and asked again it answers 2 again. Asked to pick the right count from a few
+labelled ones, it picks by letter, not by meaning (the pick follows the option that is moved under "A"). What it
+does well is tell what kind of answer a question asks for: a count, a total, one value, a list. So for those kinds
+the host computes the answer from the lines its first search found, the lines that hold every word of the
+question the text has, and takes it only where the lines leave no doubt:
 
-- a count: how many lines hold every word of the question the text has (per form of a word, where a word sits in
-  the lines in a few distinct ways, e.g. ``[billing]`` and ``from billing``);
-- a total: the sum of the last number on each of those lines, when that number follows the same label in all of
-  them (``amount: 12.50``);
-- a list: the value each of those lines gives, read off one line at a time and found in that line verbatim.
+- a count: how many such lines there are, unless a word sits in them in a few distinct ways (``[billing]`` and
+  ``from billing``): which way the question means is left to the root model and the answer checks;
+- a total: the sum of the last number on each such line, when the same word stands before it on all of them
+  (``amount: 12.50``);
+- a list: the value each such line gives, read off one line at a time and found in that line verbatim.
 
-A pick is taken only when the helper makes it twice, with every option under another letter the second time (a
-small model favours a letter), and only for candidates computed over the lines that hold every word. Anything else falls
-back to the ordinary loop, where the root model writes code and its answer is checked.
+Anything else falls back to the ordinary loop, where the root model writes code and its answer is checked.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 from .sandbox._repl_tools import SearchReport
 
-__all__ = ["Ask", "Candidate", "answer_kind", "choose", "count_candidates", "list_values", "total_candidate",
-           "total_code"]
+__all__ = ["Ask", "answer_kind", "host_count", "host_total", "list_values", "total_code"]
 
 Ask = Callable[[str, str], Awaitable[str]]
 """Send one user prompt under a GBNF grammar to the helper model; return its reply."""
@@ -41,47 +38,25 @@ B) a total: the sum of amounts or numbers
 C) a single value, name or file
 D) a list of several values
 Reply with the letter only."""
-_LETTERS = "ABCDEFGHIJKLMNOP"
+_KIND_GRAMMAR = "root ::= " + " | ".join(f'"{letter}"' for letter in _KINDS)
+_LINE_GRAMMAR = "root ::= [^\\n]{1,80}"
 _MAX_LIST_LINES = 8
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One answer the host computed, as the helper model is shown it."""
-
-    value: str
-    label: str
-    acceptable: bool = True
-    """Taken as the answer when picked; False for distractors shown so that the right one has to be chosen
-    (a count of the lines holding only one of the words, or holding every word in any of its forms)."""
 
 
 async def answer_kind(ask: Ask, question: str) -> str | None:
     """``"count"``, ``"total"``, ``"value"`` or ``"list"``: the kind of answer ``question`` asks for."""
-    reply = await ask(_KIND_PROMPT.format(question=question), _choice_grammar(len(_KINDS)))
+    reply = await ask(_KIND_PROMPT.format(question=question), _KIND_GRAMMAR)
     return _KINDS.get(reply.strip()[:1])
 
 
-def count_candidates(report: SearchReport) -> list[Candidate]:
-    """Counts from the host's first search: of the lines that hold every word the text has (one candidate per
-    form when a word takes a few forms there), and of the lines holding each word alone (distractors)."""
+def host_count(report: SearchReport) -> str | None:
+    """How many lines hold every word of the question that the text has, unless a word takes several forms there."""
     found = [word for word, n in report.counts.items() if n]
-    if not found:
-        return []
-    candidates: list[Candidate] = []
     if len(found) == 1:
-        candidates.append(Candidate(str(report.counts[found[0]]), _lines_with(report.counts[found[0]], found)))
-        return candidates
-    if report.all_count is None:
-        return []
-    for word, forms in report.forms.items():
-        others = [other for other in found if other != word]
-        candidates += [Candidate(str(n), _lines_with(n, [form, *others])) for form, n in forms]
-    candidates.append(Candidate(str(report.all_count), _lines_with(report.all_count, found)
-                                + (" (in any form)" if report.forms else ""), acceptable=not report.forms))
-    candidates += [Candidate(str(report.counts[word]), _lines_with(report.counts[word], [word]), acceptable=False)
-                   for word in found]
-    return candidates
+        return str(report.counts[found[0]])
+    if len(found) > 1 and report.all_count is not None and not report.forms:
+        return str(report.all_count)
+    return None
 
 
 def total_code(question: str) -> str:
@@ -104,41 +79,14 @@ def total_code(question: str) -> str:
     )
 
 
-def total_candidate(output: str, report: SearchReport) -> Candidate | None:
-    """The total ``total_code`` found, when every line has a number with the same word before it."""
-    found = [word for word, n in report.counts.items() if n]
+def host_total(output: str) -> str | None:
+    """The total ``total_code`` printed, when every line has a number with the same word before it."""
     try:
         summary = json.loads(output.strip().splitlines()[-1])
-        lines, (label, labelled), total = summary["lines"], summary["label"], summary["total"]
+        lines, (_, labelled), total = summary["lines"], summary["label"], summary["total"]
     except (ValueError, IndexError, KeyError, TypeError):
         return None
-    if not found or not lines or labelled < lines:
-        return None
-    return Candidate(total, f"{total}, the sum of the numbers after '{label}' on the {lines:,} lines that contain "
-                            f"{_words(found)}")
-
-
-async def choose(ask: Ask, question: str, heading: str, candidates: Sequence[Candidate]) -> Candidate | None:
-    """The candidate the helper picks twice, with every option under another letter the second time, if it is an
-    acceptable one: a pick made by position, not by meaning, does not survive the move."""
-    if not candidates:
-        return None
-    options: list[Candidate | None] = [*candidates, None]
-    picks = []
-    turn = len(options) // 2  # a rotation moves every option to another letter
-    for order in (options, options[turn:] + options[:turn]):
-        shown = "\n".join(f"{_LETTERS[i]}) {option.label if option else 'none of these'}"
-                          for i, option in enumerate(order))
-        prompt = (f"Question: {question}\n\n{heading}\n{shown}\n\nWhich one answers the question? "
-                  "Reply with the letter only.")
-        reply = (await ask(prompt, _choice_grammar(len(order)))).strip()[:1]
-        if reply not in _LETTERS[:len(order)]:
-            return None
-        picks.append(order[_LETTERS.index(reply)])
-    first, second = picks
-    if first is None or first is not second or not first.acceptable:
-        return None
-    return first
+    return total if lines and labelled == lines else None
 
 
 async def list_values(ask: Ask, question: str, lines: Sequence[str]) -> list[str] | None:
@@ -156,20 +104,4 @@ async def list_values(ask: Ask, question: str, lines: Sequence[str]) -> list[str
         if value not in values:
             values.append(value)
     return values if len(values) >= 2 else None
-
-
-_LINE_GRAMMAR = 'root ::= [^\\n]{1,80}'
-
-
-def _choice_grammar(n: int) -> str:
-    return "root ::= " + " | ".join(f'"{letter}"' for letter in _LETTERS[:n])
-
-
-def _words(words: Sequence[str]) -> str:
-    quoted = [repr(word) for word in words]
-    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
-
-
-def _lines_with(n: int, words: Sequence[str]) -> str:
-    return f"{n:,} lines contain {_words(words)}"
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import anyio
 
-from ._answer_kind import answer_kind, choose, count_candidates, list_values, total_candidate, total_code
+from ._answer_kind import answer_kind, host_count, host_total, list_values, total_code
 from ._budget import Budget, Spend, SubCallsRefused
 from ._cache import LMCache, resolve_cache, with_cache
 from ._context import Context
@@ -913,36 +913,28 @@ class _Run:
         return code, output
 
     async def _host_answer(self) -> str | None:
-        """A count, a total or a list computed by the host over the lines its first search found, when the helper
-        model picks it (see ``_answer_kind``): a small root model reads these off the output badly."""
+        """A count, a total or a list the host computes over the lines its first search found, when the helper
+        model says the question asks for one and the lines leave no doubt (see ``_answer_kind``)."""
         report = self.search_report
         if not (self.rlm.verify_answers and report.counts and supports_grammar(self.rlm.sub)):
             return None
         kind = await answer_kind(self._ask_helper, self.question)
+        answer: str | None = None
         if kind == "count":
-            chosen = await choose(self._ask_helper, self.question, "A search of the text counted:",
-                                  count_candidates(report))
+            answer = host_count(report)
         elif kind == "total":
             result = await self._execute(total_code(self.question))
-            candidate = None if result.error else total_candidate(result.output, report)
-            chosen = await choose(self._ask_helper, self.question, "Computed over the text:",
-                                  [candidate] if candidate else [])
+            answer = None if result.error else host_total(result.output)
         elif kind == "list" and report.complete:
             lines = [_LINE_NUMBER.sub("", line) for line in report.full_lines]
-            if values := await list_values(self._ask_helper, self.question, lines):
-                self._notice(f"answered by the host: the helper read one value off each of the {len(lines)} lines "
-                             "that contain every word of the question")
-                return ", ".join(values)
-            return None
-        else:
-            return None
-        if chosen is None:
-            self._notice(f"the question asks for a {kind}; the helper model picked none of the host's candidates "
-                         "consistently, so the root model answers")
-            return None
-        self._notice(f"answered by the host: the helper model picked {chosen.label!r} (twice, with the options "
-                     "in two orders)")
-        return chosen.value
+            values = await list_values(self._ask_helper, self.question, lines)
+            answer = ", ".join(values) if values else None
+        if kind in ("count", "total", "list"):
+            self._notice(f"the question asks for a {kind}: " + (
+                f"answered by the host from the {report.all_count or 'matching'} lines that hold every word of the "
+                "question the text has" if answer is not None else "the lines its first search found leave it open, "
+                "so the root model answers"))
+        return answer
 
     async def _ask_helper(self, prompt: str, grammar: str) -> str:
         return await self._complete("verify", self.rlm.sub, [{"role": "user", "content": prompt}],
