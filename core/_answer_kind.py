@@ -7,8 +7,9 @@ does well is tell what kind of answer a question asks for: a count, a total, one
 the host computes the answer from the lines its first search found, the lines that hold every word of the
 question the text has, and takes it only where the lines leave no doubt:
 
-- a count: how many such lines there are, unless a word sits in them in a few distinct ways (``[billing]`` and
-  ``from billing``): which way the question means is left to the root model and the answer checks;
+- a count: how many such lines there are; where a word sits in them in a few distinct ways (``[billing]`` and
+  ``from billing``), how many hold it in the one way that is a field of every line of the text (the service that
+  wrote a log line, not one its message mentions); with no such field, the count is left to the root model;
 - a total: the sum of the last number on each such line, when the same word stands before it on all of them
   (``amount: 12.50``);
 - a list: the value each such line gives, read off one line at a time and found in that line verbatim.
@@ -50,12 +51,17 @@ async def answer_kind(ask: Ask, question: str) -> str | None:
 
 
 def host_count(report: SearchReport) -> str | None:
-    """How many lines hold every word of the question that the text has, unless a word takes several forms there."""
+    """How many lines hold every word of the question that the text has; where one word takes several forms in
+    them, how many hold it in the one form that is a field of every line (the record's own ``[billing]``)."""
     found = [word for word, n in report.counts.items() if n]
     if len(found) == 1:
         return str(report.counts[found[0]])
-    if len(found) > 1 and report.all_count is not None and not report.forms:
+    if len(found) < 2 or report.all_count is None:
+        return None
+    if not report.forms:
         return str(report.all_count)
+    if len(report.forms) == 1 and (word := next(iter(report.forms))) in report.fields:
+        return str(dict(report.forms[word])[report.fields[word]])
     return None
 
 

@@ -68,21 +68,33 @@ async def test_a_count_is_the_hosts_count_of_the_lines_that_hold_every_word() ->
     assert root.calls == [] and any("answered by the host" in n for n in notices(result))
 
 
-async def test_a_count_where_a_word_takes_several_forms_is_left_to_the_root_model() -> None:
-    # 'billing' is the service in "[billing]" and another service's peer in "from billing": the host cannot tell
-    # which the question means, so it does not answer.
-    root = ScriptedLM(["```repl\nprint(len([l for l in context.splitlines() if ' WARN [billing]' in l]))\n```",
-                       f"FINAL({OWN_BILLING_WARNS})"])
+async def test_a_count_where_a_word_takes_several_forms_counts_the_form_that_is_a_field_of_every_line() -> None:
+    # 'billing' is the service in "[billing]" (a slot every line fills) and another service's peer in "from billing".
+    root = ScriptedLM([])
     result = await small(root, Helper("A")).arun("How many WARN messages did the billing service write?", LOG)
+    assert result.answer == str(OWN_BILLING_WARNS) and root.calls == []
+
+
+async def test_a_count_where_no_form_is_a_field_is_left_to_the_root_model() -> None:
+    # Both forms sit in free text (no slot fills every line): the host cannot tell which the question means.
+    text = "\n".join(line.replace(" [", " service ").replace("] ", " ") for line in LOG.splitlines())
+    text = "\n".join(line if i % 4 else line.replace("service ", "peer ") for i, line in enumerate(text.splitlines()))
+    own = sum(1 for line in text.splitlines() if " WARN service billing " in line)
+    root = ScriptedLM(["```repl\nprint(len([l for l in context.splitlines() if ' WARN service billing ' in l]))\n```",
+                       f"FINAL({own})"])
+    result = await small(root, Helper("A")).arun("How many WARN messages did the billing service write?", text)
     assert any("leave it open, so the root model answers" in n for n in notices(result))
-    assert len(root.calls) == 2 and result.answer == str(OWN_BILLING_WARNS)
+    assert len(root.calls) == 2 and result.answer == str(own)
 
 
 def test_the_host_counts_only_when_the_lines_leave_no_doubt() -> None:
     assert host_count(SearchReport(counts={"WARN": 500, "billing": 700, "lines": 0}, all_count=340)) == "340"
     assert host_count(SearchReport(counts={"ERROR": 42, "times": 0})) == "42"
-    assert host_count(SearchReport(counts={"WARN": 500, "billing": 700}, all_count=340,
-                                   forms={"billing": [("[billing]", 170), ("from billing", 170)]})) is None
+    forms = {"billing": [("[billing]", 150), ("from billing", 190)]}
+    assert host_count(SearchReport(counts={"WARN": 500, "billing": 700}, all_count=340, forms=forms)) is None
+    with_field = SearchReport(counts={"WARN": 500, "billing": 700}, all_count=340, forms=forms)
+    with_field.fields = {"billing": "[billing]"}
+    assert host_count(with_field) == "150"
     assert host_count(SearchReport(counts={"ERROR": 0})) is None
 
 
@@ -131,3 +143,14 @@ async def test_a_helper_without_a_grammar_is_not_asked_to_pick() -> None:
                        f"FINAL({OWN_BILLING_WARNS})"])
     result = await small(root, helper).arun("How many WARN messages did the billing service write?", LOG)
     assert helper.calls == [] and len(root.calls) == 2 and result.answer == str(OWN_BILLING_WARNS)
+
+
+def test_search_marks_the_form_that_fills_a_slot_of_every_line_and_reads_it_back() -> None:
+    from recursa.sandbox._repl_tools import make_search, read_search
+
+    printed: list[str] = []
+    make_search([LOG], ["context"], as_list=False, out=printed.append)("billing WARN")
+    forms_line = next(line for line in printed if line.startswith("  by how 'billing'"))
+    assert f"'[billing]' {OWN_BILLING_WARNS:,} (a field of every line)" in forms_line
+    assert "'from billing' " in forms_line and forms_line.count("a field") == 1
+    assert read_search("\n".join(printed)).fields == {"billing": "[billing]"}

@@ -34,6 +34,7 @@ ABSENT_HEADER = "Not found anywhere in context:"
 ALL_WORDS_HEADER = "Lines containing all of"
 OTHER_LINES_HEADER = "Other lines, with some of the words:"
 FORMS_HEADER = "  by how "
+FIELD_NOTE = " (a field of every line)"
 """How ``search`` labels its findings; ``read_search`` parses them back for the host's answer checks."""
 
 _WINDOW = 240
@@ -135,7 +136,9 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
             keys = sorted(everywhere)
             for t in present:
                 if forms := _forms(documents, keys, lines, t, terms[t]):
-                    out(f"{FORMS_HEADER}{terms[t]!r} appears in them: " + ", ".join(f"{f!r} {n:,}" for f, n in forms))
+                    out(f"{FORMS_HEADER}{terms[t]!r} appears in them: " + ", ".join(
+                        f"{f!r} {n:,}" + (FIELD_NOTE if _is_field(documents, f, terms[t], total_lines) else "")
+                        for f, n in forms))
         ranked = sorted(lines.items(), key=lambda item: (-sum(weights[t] for t in item[1]), item[0]))
         if len(present) > 1 and everywhere:
             # Lines with every word first, under their own heading, so a look-alike that lacks one word is
@@ -205,6 +208,19 @@ def _forms(documents: list[str], keys: list[tuple[int, int]], lines: dict[tuple[
     return common
 
 
+def _is_field(documents: list[str], form: str, term: str, total_lines: int) -> bool:
+    """Whether the slot a form puts the word in (``[billing]``: any word in brackets) is filled in nearly every
+    line of the text: a field each record has, such as the service that wrote a log line, rather than a word
+    the free text of some lines mentions (``from billing``)."""
+    found = _term_pattern(term).search(form)
+    if not found or found.group() == form or total_lines < 20:
+        return False
+    boundary = r"(?<!\w)" if form[:1].isalnum() else ""
+    slot = re.compile(rf"{boundary}{re.escape(form[:found.start()])}[^\W\d_][\w.-]*{re.escape(form[found.end():])}")
+    filled = sum(1 for text in documents for line in text.splitlines() if slot.search(line))
+    return filled >= 0.9 * total_lines
+
+
 def _window(text: str, begin: int, end: int, at: int) -> str:
     """The line ``text[begin:end]``, or about ``_WINDOW`` characters of it around offset ``at``."""
     if end - begin <= _WINDOW:
@@ -217,7 +233,7 @@ def _window(text: str, begin: int, end: int, at: int) -> str:
 class SearchReport:
     """What one ``search`` printed, read back by the host for its answer checks: how many lines contain each
     word, the words the text never contains, how many lines contain every word found (and the ones shown:
-    all of them when ``complete``), and the forms a word takes in those lines."""
+    all of them when ``complete``), and the forms a word takes in those lines (and which is a field)."""
 
     def __init__(self, counts: dict[str, int] | None = None, all_count: int | None = None,
                  full_lines: tuple[str, ...] = (), forms: dict[str, list[tuple[str, int]]] | None = None):
@@ -225,6 +241,8 @@ class SearchReport:
         self.all_count = all_count
         self.full_lines = full_lines
         self.forms = forms or {}
+        self.fields: dict[str, str] = {}
+        """For a word with forms: the one form that is a field every line of the text has (``[billing]``)."""
 
     @property
     def absent(self) -> tuple[str, ...]:
@@ -236,6 +254,7 @@ class SearchReport:
 
 
 _QUOTED_COUNT = re.compile(r"""(?:'([^']*)'|"([^"]*)") ([\d,]+)""")
+_FIELD_FORM = re.compile(r"""(?:'([^']*)'|"([^"]*)") [\d,]+""" + re.escape(FIELD_NOTE))
 
 
 def _quoted_counts(text: str) -> list[tuple[str, int]]:
@@ -256,6 +275,8 @@ def read_search(output: str) -> SearchReport:
         elif line.startswith(FORMS_HEADER):
             word, _, forms = line[len(FORMS_HEADER):].partition(" appears in them: ")
             report.forms[word.strip("'\"")] = _quoted_counts(forms)
+            if len(fields := _FIELD_FORM.findall(forms)) == 1:
+                report.fields[word.strip("'\"")] = fields[0][0] or fields[0][1]
         elif line.startswith(OTHER_LINES_HEADER) or not line.startswith("  "):
             listing = False
         elif listing:
