@@ -364,3 +364,16 @@ async def test_a_first_answer_every_check_backs_is_taken_without_the_own_look_tu
     result = await small(root, sub=sub).arun("What is the door code of the blue warehouse?", context)
     assert result.answer == "4471" and result.stopped_reason == "final" and result.grounded is True
     assert not any("has not run code of its own" in n for n in notices(result))
+
+
+def test_search_puts_the_line_that_defines_a_name_of_the_question_first() -> None:
+    from recursa.sandbox._repl_tools import make_search
+
+    # Words around the name ("value", "gives") are as rare as the name itself; the name and its definition win.
+    uses = [f"    if mode == PY_SOURCE:  # the value gives case {i}" for i in range(3)]
+    docs = ["\n".join(["# the value of this code gives nothing", *uses, "def load(): pass"]),
+            "\n".join(["import os", "PY_SOURCE = 1", "PY_COMPILED = 2"])]
+    printed: list[str] = []
+    make_search(docs, ["a.py", "b.py"], as_list=True, out=printed.append)("What value does the code give PY_SOURCE?")
+    listed = [line for line in printed if line.startswith("  ")]
+    assert listed[0] == "  b.py:2: PY_SOURCE = 1"
