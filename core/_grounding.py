@@ -19,11 +19,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .sandbox._repl_tools import QUESTION_STOPWORDS, query_terms
+from .sandbox._repl_tools import QUESTION_STOPWORDS, definition_pattern, query_terms
 
 __all__ = ["Grounding", "agrees", "check_grounding", "count_doubt", "extraction_prompt", "is_bare_value",
-           "is_form_count", "lookalike", "missing_words", "read_off_key_lines", "supporting_lines",
-           "uncovered_lines"]
+           "is_form_count", "lookalike", "missing_words", "read_off_key_lines", "reads_a_definition",
+           "supporting_lines", "uncovered_lines"]
 
 _TOKEN = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[^\W\d_][\w'-]*[\w]|[^\W\d_]|[\w][\w.\-/]*[\w]")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?$")
@@ -198,6 +198,28 @@ def read_off_key_lines(claims: tuple[str, ...], full_lines: tuple[str, ...]) -> 
             return False
         homes.add(home)
     return len(homes) > 1
+
+
+def reads_a_definition(question: str, claims: tuple[str, ...], lines: Sequence[str]) -> bool:
+    """Whether every value of the answer sits in a line that defines a name the question asks about: in what the
+    name is set to (``PY_SOURCE = 1``, not the comment after it), or in the file name of a line that defines a
+    class or function (``zipfile.py:870: class ZipExtFile``). That is the answer to "what is NAME?" or "where is
+    NAME defined?" read off the definition, which a small model re-reading it disputes when the question's other
+    words ("constant", "assigned") are missing from the line."""
+    names = [name for name in dict.fromkeys(re.findall(r"[A-Za-z_]\w{2,}", question))
+             if name.casefold() not in _FILLER]
+    if not claims or not names:
+        return False
+    for line in lines:
+        file_name, _, code = line.partition(": ") if re.match(r"[\w./-]+:\d+: ", line) else ("", "", line)
+        for name in names:
+            if not (found := definition_pattern(name).search(code)):
+                continue
+            defines_code = found.group().startswith(("class", "def"))  # where it is, not what it is set to
+            told = file_name.split(":")[0] if defines_code else code[found.end():].split("  #")[0]
+            if all(_claims_in(told, (claim,)) for claim in claims):
+                return True
+    return False
 
 
 def extraction_prompt(question: str, lines: list[str]) -> str:

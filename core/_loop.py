@@ -39,6 +39,7 @@ from ._grounding import (
     lookalike,
     missing_words,
     read_off_key_lines,
+    reads_a_definition,
     supporting_lines,
     uncovered_lines,
 )
@@ -682,6 +683,8 @@ class _Run:
             return verdict  # the count of lines where a word takes one form: the host counted it
         if any(is_bare_value(line, verdict.claims) for line in lines):
             return verdict  # the model's own code computed and printed exactly this value
+        if reads_a_definition(self.question, verdict.claims, lines):
+            return verdict  # read off the line that defines the name asked about
         if doubt := self._second_look(verdict.claims, lines):
             return doubt
         if read_off_key_lines(verdict.claims, self.search_report.full_lines):

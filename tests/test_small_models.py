@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from recursa import RLM, Budget, CodeExecuted, Notice, ScriptedLM
+from recursa import RLM, Budget, CodeExecuted, Context, Notice, ScriptedLM
 from recursa._lm import Completion, Message
 from recursa._local import _degenerate
 from recursa._parsing import CODE_GRAMMAR, STEP_GRAMMAR, find_code_blocks
@@ -377,3 +377,27 @@ def test_search_puts_the_line_that_defines_a_name_of_the_question_first() -> Non
     make_search(docs, ["a.py", "b.py"], as_list=True, out=printed.append)("What value does the code give PY_SOURCE?")
     listed = [line for line in printed if line.startswith("  ")]
     assert listed[0] == "  b.py:2: PY_SOURCE = 1"
+
+
+async def test_a_value_read_off_the_line_that_defines_the_name_is_accepted_without_a_re_reading() -> None:
+    source = ["import sys\n\ndef main():\n    run(TESTCMD)\n" * 3,
+              "# a constant is assigned below\nTESTCMD = 'import x; x.main()'\n"]
+    context = Context(source, names=["runner.py", "pdb.py"])
+    root = ScriptedLM(["FINAL('import x; x.main()')"])
+    sub = ScriptedLM(lambda messages: "NONE")  # a small re-reader misled by 'constant' and 'assigned'
+    result = await small(root, sub=sub).arun("Find the constant TESTCMD. What is it assigned?", context)
+    assert result.answer == "import x; x.main()" and result.stopped_reason == "final" and result.grounded is True
+    assert sub.calls == []
+
+
+def test_only_the_assigned_value_or_the_defining_file_is_read_off_a_definition() -> None:
+    from recursa._grounding import reads_a_definition
+
+    constant = ["pdb.py:1736: TESTCMD = 'import x; x.main()'  # how to run it"]
+    assert reads_a_definition("Find the constant TESTCMD. What is it assigned?", ("'import x; x.main()'",), constant)
+    assert not reads_a_definition("What is TESTCMD?", ("pdb.py",), constant)  # a file name is not its value
+    assert not reads_a_definition("What is TESTCMD?", ("run",), constant)  # nor a word of the comment
+    klass = ["multiprocessing/context.py:230: class DefaultContext(BaseContext):"]
+    assert reads_a_definition("Which file defines DefaultContext?", ("multiprocessing/context.py",), klass)
+    assert not reads_a_definition("Which file defines DefaultContext?", ("BaseContext",), klass)
+    assert not reads_a_definition("What is USTAR_FORMAT?", ("0",), ["tarfile.py:988: if format == USTAR_FORMAT:"])

@@ -120,7 +120,7 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
                         per_term[t] += 1
                         lines.setdefault((d, line), {}).setdefault(t, match.start())
         # A name from code (PY_SOURCE, ZipExtFile, max_iterations) says more than any word around it.
-        weights = [math.log(1 + total_lines / (1 + n)) * (2 if _IDENTIFIER.fullmatch(term) else 1) if n else 0.0
+        weights = [math.log(1 + total_lines / (1 + n)) * (2 if IDENTIFIER.fullmatch(term) else 1) if n else 0.0
                    for n, term in zip(per_term, terms, strict=True)]
         present = [t for t, n in enumerate(per_term) if n]
         everywhere = [key for key, hit in lines.items() if present and all(t in hit for t in present)]
@@ -141,18 +141,14 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
                     out(f"{FORMS_HEADER}{terms[t]!r} appears in them: " + ", ".join(
                         f"{f!r} {n:,}" + (FIELD_NOTE if _is_field(documents, f, terms[t], total_lines) else "")
                         for f, n in forms))
-        definitions = [_definition_pattern(term) if _IDENTIFIER.fullmatch(term) else None for term in terms]
+        definitions = [definition_pattern(term) for term in terms]
 
         def score(item: tuple[tuple[int, int], dict[int, int]]) -> float:
             """The weight of the words a line holds, doubled for the line that defines a name of the query."""
             (d, line), hit = item
+            begin, end = span(d, line)
             weight = sum(weights[t] for t in hit)
-            if any(definitions[t] for t in hit):
-                begin, end = span(d, line)
-                if any(p is not None and t in hit and p.search(documents[d], begin, end)
-                       for t, p in enumerate(definitions)):
-                    weight *= 2
-            return weight
+            return weight * 2 if any(definitions[t].search(documents[d], begin, end) for t in hit) else weight
 
         ranked = sorted(lines.items(), key=lambda item: (-score(item), item[0]))
         if len(present) > 1 and everywhere:
@@ -178,12 +174,12 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
     return search
 
 
-_IDENTIFIER = re.compile(
+IDENTIFIER = re.compile(
     r"[A-Za-z_][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+_?|_+[A-Za-z0-9]\w*|[a-z]+[A-Z]\w*|[A-Z][a-z0-9]+[A-Z]\w*")
 """A word that is a name from code: snake_case, SCREAMING_CASE with an underscore, camelCase or CamelCase."""
 
 
-def _definition_pattern(name: str) -> re.Pattern[str]:
+def definition_pattern(name: str) -> re.Pattern[str]:
     """Where code defines ``name``: ``class name``, ``def name``, or ``name = ...`` / ``name: type = ...``."""
     escaped = re.escape(name)
     return re.compile(rf"\b(?:class|def)\s+{escaped}\b|(?<![\w.]){escaped}\s*(?::[^=\n]{{0,60}})?=(?!=)")
