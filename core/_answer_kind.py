@@ -29,25 +29,28 @@ __all__ = ["Ask", "answer_kind", "host_count", "host_total", "list_values", "tot
 Ask = Callable[[str, str], Awaitable[str]]
 """Send one user prompt under a GBNF grammar to the helper model; return its reply."""
 
-_KINDS = {"A": "count", "B": "total", "C": "value", "D": "list"}
-_KIND_PROMPT = """Here is a question about a text:
-{question}
-
-What kind of answer does it ask for?
-A) a count: how many lines, records, entries or times
-B) a total: the sum of amounts or numbers
-C) a single value, name or file
-D) a list of several values
-Reply with the letter only."""
-_KIND_GRAMMAR = "root ::= " + " | ".join(f'"{letter}"' for letter in _KINDS)
+_KINDS = [("count", "a count: how many lines, records, entries or times"),
+          ("total", "a total: the sum of amounts or numbers"),
+          ("value", "a single value, name or file"),
+          ("list", "a list of several values")]
+_KIND_GRAMMAR = 'root ::= "A" | "B" | "C" | "D"'
 _LINE_GRAMMAR = "root ::= [^\\n]{1,80}"
 _MAX_LIST_LINES = 8
 
 
 async def answer_kind(ask: Ask, question: str) -> str | None:
-    """``"count"``, ``"total"``, ``"value"`` or ``"list"``: the kind of answer ``question`` asks for."""
-    reply = await ask(_KIND_PROMPT.format(question=question), _KIND_GRAMMAR)
-    return _KINDS.get(reply.strip()[:1])
+    """``"count"``, ``"total"``, ``"value"`` or ``"list"``: the kind of answer ``question`` asks for, when the helper
+    names it twice, with the kinds under other letters the second time (a pick made by letter does not survive)."""
+    picks = set()
+    for order in (_KINDS, _KINDS[2:] + _KINDS[:2]):
+        options = "\n".join(f"{letter}) {text}" for letter, (_, text) in zip("ABCD", order, strict=True))
+        prompt = (f"Here is a question about a text:\n{question}\n\nWhat kind of answer does it ask for?\n{options}\n"
+                  "Reply with the letter only.")
+        reply = (await ask(prompt, _KIND_GRAMMAR)).strip()[:1]
+        if not reply or reply not in "ABCD":
+            return None
+        picks.add(order["ABCD".index(reply)][0])
+    return picks.pop() if len(picks) == 1 else None
 
 
 def host_count(report: SearchReport) -> str | None:

@@ -34,8 +34,9 @@ ADA_TOTAL = sum(Decimal(line.rsplit(" ", 1)[1]) for line in ORDERS.splitlines() 
 
 
 class Helper(ScriptedLM):
-    """A scripted helper that, like the local model, takes a grammar: it answers the kind question with ``kind``
-    and reads a line with ``read``."""
+    """A scripted helper that, like the local model, takes a grammar: it answers the kind question with the letter
+    of ``kind`` ("count", "total", "value", "list"), or with ``kind`` itself if that is a letter, and reads a line
+    with ``read``."""
 
     supports_grammar = True
 
@@ -45,7 +46,10 @@ class Helper(ScriptedLM):
 
     def _answer(self, messages: list[Message]) -> str:
         prompt = messages[-1]["content"]
-        return self.kind if "What kind of answer does it ask for?" in prompt else self.read(prompt)
+        if "What kind of answer does it ask for?" not in prompt:
+            return self.read(prompt)
+        return next((letter for letter, text in re.findall(r"^([A-D])\) a (?:single )?(\w+)", prompt, re.MULTILINE)
+                     if text == self.kind), self.kind)  # a kind it does not know: answered as a bare letter
 
     async def complete(self, messages: list[Message], **params: Any) -> Completion:
         assert "grammar" in params  # every helper call is constrained to its answer's shape
@@ -63,7 +67,7 @@ def notices(result: Any) -> list[str]:
 async def test_a_count_is_the_hosts_count_of_the_lines_that_hold_every_word() -> None:
     plain = "\n".join(line.split(" slow response")[0] for line in LOG.splitlines())  # no service named in a message
     root = ScriptedLM([])  # never asked: the host's count answers
-    result = await small(root, Helper("A")).arun("How many WARN messages did the billing service write?", plain)
+    result = await small(root, Helper("count")).arun("How many WARN messages did the billing service write?", plain)
     assert result.answer == str(OWN_BILLING_WARNS) and result.stopped_reason == "final" and result.grounded is True
     assert root.calls == [] and any("answered by the host" in n for n in notices(result))
 
@@ -71,7 +75,7 @@ async def test_a_count_is_the_hosts_count_of_the_lines_that_hold_every_word() ->
 async def test_a_count_where_a_word_takes_several_forms_counts_the_form_that_is_a_field_of_every_line() -> None:
     # 'billing' is the service in "[billing]" (a slot every line fills) and another service's peer in "from billing".
     root = ScriptedLM([])
-    result = await small(root, Helper("A")).arun("How many WARN messages did the billing service write?", LOG)
+    result = await small(root, Helper("count")).arun("How many WARN messages did the billing service write?", LOG)
     assert result.answer == str(OWN_BILLING_WARNS) and root.calls == []
 
 
@@ -82,7 +86,7 @@ async def test_a_count_where_no_form_is_a_field_is_left_to_the_root_model() -> N
     own = sum(1 for line in text.splitlines() if " WARN service billing " in line)
     root = ScriptedLM(["```repl\nprint(len([l for l in context.splitlines() if ' WARN service billing ' in l]))\n```",
                        f"FINAL({own})"])
-    result = await small(root, Helper("A")).arun("How many WARN messages did the billing service write?", text)
+    result = await small(root, Helper("count")).arun("How many WARN messages did the billing service write?", text)
     assert any("leave it open, so the root model answers" in n for n in notices(result))
     assert len(root.calls) == 2 and result.answer == str(own)
 
@@ -100,7 +104,7 @@ def test_the_host_counts_only_when_the_lines_leave_no_doubt() -> None:
 
 async def test_a_total_is_the_exact_sum_of_the_labelled_number_on_each_matching_line() -> None:
     root = ScriptedLM([])
-    result = await small(root, Helper("B")).arun("What did Ada Moreau spend across all her orders?", ORDERS)
+    result = await small(root, Helper("total")).arun("What did Ada Moreau spend across all her orders?", ORDERS)
     assert result.answer == str(ADA_TOTAL) and result.grounded is True and root.calls == []
     assert any("_host_total()" in e.code for e in result.trace if isinstance(e, CodeExecuted))
 
@@ -108,7 +112,7 @@ async def test_a_total_is_the_exact_sum_of_the_labelled_number_on_each_matching_
 async def test_no_total_is_offered_when_the_last_numbers_follow_different_words() -> None:
     mixed = "\n".join(f"Ada Moreau {'paid' if i % 2 else 'owes'} {i}.50" for i in range(40))
     root = ScriptedLM(["```repl\nprint(sum(number(l) for l in search('Ada Moreau')))\n```", "FINAL(800.0)"])
-    result = await small(root, Helper("B")).arun("What do the amounts for Ada Moreau come to?", mixed)
+    result = await small(root, Helper("total")).arun("What do the amounts for Ada Moreau come to?", mixed)
     assert len(root.calls) == 2 and result.answer == "800.0"  # no total from the host: the root model's code
     assert not any("answered by the host" in n for n in notices(result))
 
@@ -124,7 +128,7 @@ async def test_a_list_is_the_value_each_matching_line_gives_read_one_line_at_a_t
         return re.search(r"use (\w+) as one password", prompt)[1]
 
     root = ScriptedLM([])
-    result = await small(root, Helper("D", read=read)).arun(
+    result = await small(root, Helper("list", read=read)).arun(
         "Every password used by the staff of the twin dockyard, please.", PASSWORDS)
     assert result.answer == "thunderbolt, violetmoon, walnutcomet" and root.calls == []  # not the old dockyard's
 
@@ -132,7 +136,7 @@ async def test_a_list_is_the_value_each_matching_line_gives_read_one_line_at_a_t
 async def test_a_list_value_the_line_does_not_contain_is_not_taken() -> None:
     root = ScriptedLM(["```repl\nprint(search('twin dockyard password'))\n```",
                        "FINAL(thunderbolt, violetmoon, walnutcomet)"])
-    result = await small(root, Helper("D", read=lambda prompt: "12345")).arun(
+    result = await small(root, Helper("list", read=lambda prompt: "12345")).arun(
         "Every password used by the staff of the twin dockyard, please.", PASSWORDS)
     assert result.answer == "thunderbolt, violetmoon, walnutcomet" and len(root.calls) == 2
 
@@ -154,3 +158,12 @@ def test_search_marks_the_form_that_fills_a_slot_of_every_line_and_reads_it_back
     assert f"'[billing]' {OWN_BILLING_WARNS:,} (a field of every line)" in forms_line
     assert "'from billing' " in forms_line and forms_line.count("a field") == 1
     assert read_search("\n".join(printed)).fields == {"billing": "[billing]"}
+
+
+async def test_a_kind_named_by_letter_alone_is_not_taken() -> None:
+    # "A" is a count in the first order of the kinds and a single value in the second: no host answer.
+    plain = "\n".join(line.split(" slow response")[0] for line in LOG.splitlines())
+    root = ScriptedLM(["```repl\nprint(len([l for l in context.splitlines() if ' WARN [billing]' in l]))\n```",
+                       f"FINAL({OWN_BILLING_WARNS})"])
+    result = await small(root, Helper("A")).arun("How many WARN messages did the billing service write?", plain)
+    assert len(root.calls) == 2 and not any("answered by the host" in n for n in notices(result))

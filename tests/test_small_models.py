@@ -5,6 +5,7 @@ A scripted model plays the small model's bad habits; the REPL, sandbox and loop 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -50,7 +51,10 @@ def small(root: Any, **kwargs: Any) -> RLM:
 def value_kind() -> GrammarLM:
     """A helper model that takes every question for one that asks a single value: the host computes no answer
     of its own (see ``_answer_kind``), so what is tested is the root model's answer and its checks."""
-    return GrammarLM(lambda messages: "C")
+    def kind(messages: list[Message]) -> str:
+        return re.search(r"^([A-D])\) a single value", messages[-1]["content"], re.MULTILINE)[1]
+
+    return GrammarLM(kind)
 
 
 def notices(result: Any) -> list[str]:
