@@ -23,7 +23,7 @@ from .sandbox._repl_tools import QUESTION_STOPWORDS, definition_pattern, query_t
 
 __all__ = ["Grounding", "agrees", "check_grounding", "count_doubt", "extraction_prompt", "is_bare_value",
            "is_form_count", "lookalike", "missing_words", "read_off_key_lines", "reads_a_definition",
-           "supporting_lines", "uncovered_lines"]
+           "supporting_lines", "uncovered_lines", "whole_value"]
 
 _TOKEN = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[^\W\d_][\w'-]*[\w]|[^\W\d_]|[\w][\w.\-/]*[\w]")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?$")
@@ -220,6 +220,23 @@ def reads_a_definition(question: str, claims: tuple[str, ...], lines: Sequence[s
             if all(_claims_in(told, (claim,)) for claim in claims):
                 return True
     return False
+
+
+def whole_value(answer: str, lines: Sequence[str]) -> str | None:
+    """The one value in ``lines`` that the answer is a clipped copy of, or None.
+
+    A 1.5B model copies ``P272-98`` as ``272-98`` (the letter and the digits are separate tokens to it) and then
+    cannot mend it when told; the line it copied from settles what it meant. Only a value that holds the answer
+    whole, with at most two more letters or digits at one end, and only when just one value in the lines does."""
+    if not re.fullmatch(r"[\w.\-/]+", answer) or len(answer) < 4:
+        return None
+    values = set(re.findall(r"[\w][\w.\-/]*[\w]", " ".join(lines)))
+    if answer in values:
+        return None
+    clipped = {value for value in values if 0 < len(value) - len(answer) <= 2 and (
+        value.endswith(answer) and value[:-len(answer)].isalnum() or
+        value.startswith(answer) and value[len(answer):].isalnum())}
+    return clipped.pop() if len(clipped) == 1 else None
 
 
 def extraction_prompt(question: str, lines: list[str]) -> str:

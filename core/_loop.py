@@ -42,6 +42,7 @@ from ._grounding import (
     reads_a_definition,
     supporting_lines,
     uncovered_lines,
+    whole_value,
 )
 from ._lm import LM, Message, Usage, supports_grammar, window_chars
 from ._parsing import CODE_GRAMMAR, STEP_GRAMMAR, FinalAnswer, find_code_blocks, find_final, text_outside_code
@@ -585,12 +586,19 @@ class _Run:
                 # An answer every check backs is taken as it is; refusing it only made the model drift.
                 self.own_step_asked = True
                 answer, _ = await self._resolve(final)
-                if answer and _normalise_answer(answer).strip(". ") and (await self._verdict(answer)).grounded:
+                verdict = await self._verdict(answer) if answer and _normalise_answer(answer).strip(". ") else None
+                if verdict and verdict.grounded:
                     self.grounded = True
                     return answer, self._stop_reason("final")
-                self._notice("FINAL refused once: the model has not run code of its own yet")
-                self.code_next = True
-                notes = self.rlm.prompts.own_step_first
+                if verdict and verdict.may_answer:  # the refusal itself offers an answer: say why at once
+                    self.grounding_turn_used = True
+                    self._notice(f"FINAL refused once, not grounded: {verdict.reason}")
+                    notes = self.rlm.prompts.render("ungrounded_final", answer=clip(answer, 200, note="..."),
+                                                    why=verdict.reason)
+                else:
+                    self._notice("FINAL refused once: the model has not run code of its own yet")
+                    self.code_next = True
+                    notes = self.rlm.prompts.own_step_first
             elif final and (self.seen_output or not self.rlm.require_look):
                 answer, notes = await self._resolve(final)
                 if answer is not None:
@@ -665,7 +673,8 @@ class _Run:
         verdict: Grounding = check_grounding(answer, self.question, evidence)
         if verdict.grounded and not last_chance:
             verdict = await self._verify(answer, verdict, evidence)
-        elif verdict.grounded is False and (doubt := self._lookalike(self.search_report.full_lines)):
+        if verdict.grounded is False and not verdict.may_answer and (
+                doubt := self._lookalike(self.search_report.full_lines)):
             # An invented value where the key is absent: point at the absence, and offer to say so.
             verdict = Grounding(False, verdict.missing, f"{verdict.reason}; and {doubt.reason}", may_answer=True)
         return verdict
@@ -822,7 +831,11 @@ class _Run:
                 if value is not None:
                     return value, ""
             # "...G929-73": the dots of a shortened search line, copied along with the value.
-            return re.sub(r"^(?:\.\.\.|…)(?=\w)", "", final.value.strip()), ""
+            answer = re.sub(r"^(?:\.\.\.|…)(?=\w)", "", final.value.strip())
+            if whole := whole_value(answer, self.search_report.full_lines):
+                self._notice(f"answer {answer!r} completed to {whole!r}, the value in the line it was copied from")
+                return whole, ""
+            return answer, ""
         value = await self.sandbox.get_variable(final.value)
         if value is None and not final.value.isidentifier():
             return final.value, ""  # FINAL_VAR(42): small models mix the two forms up

@@ -48,13 +48,15 @@ def small(root: Any, **kwargs: Any) -> RLM:
     return RLM(root, history="compact", **kwargs)
 
 
-def value_kind() -> GrammarLM:
-    """A helper model that takes every question for one that asks a single value: the host computes no answer
-    of its own (see ``_answer_kind``), so what is tested is the root model's answer and its checks."""
-    def kind(messages: list[Message]) -> str:
-        return re.search(r"^([A-D])\) a single value", messages[-1]["content"], re.MULTILINE)[1]
+def value_kind(read: str = "NONE") -> GrammarLM:
+    """A helper model that takes every question for one that asks a single value, so the host computes no answer
+    of its own (see ``_answer_kind``) and what is tested is the root model's answer and its checks; asked to
+    re-read lines, it replies ``read``."""
+    def reply(messages: list[Message]) -> str:
+        kind = re.search(r"^([A-D])\) a single value", messages[-1]["content"], re.MULTILINE)
+        return kind[1] if kind else read
 
-    return GrammarLM(kind)
+    return GrammarLM(reply)
 
 
 def notices(result: Any) -> list[str]:
@@ -405,3 +407,34 @@ def test_only_the_assigned_value_or_the_defining_file_is_read_off_a_definition()
     assert reads_a_definition("Which file defines DefaultContext?", ("multiprocessing/context.py",), klass)
     assert not reads_a_definition("Which file defines DefaultContext?", ("BaseContext",), klass)
     assert not reads_a_definition("What is USTAR_FORMAT?", ("0",), ["tarfile.py:988: if format == USTAR_FORMAT:"])
+
+
+async def test_a_value_copied_without_its_first_letter_is_completed_from_its_line() -> None:
+    context = "Filler about the weather. " * 80 + "\nIn the purple arcade, P272-98 serves as the licence number.\n" + \
+        "More filler about the harbour. " * 80
+    root = ScriptedLM(["FINAL(272-98)"])
+    result = await small(root, sub=value_kind(read="P272-98")).arun("Do you know the purple arcade's licence number?",
+                                                                   context)
+    assert result.answer == "P272-98" and result.stopped_reason == "final" and result.grounded is True
+    assert any("completed to 'P272-98'" in n for n in notices(result))
+
+
+async def test_a_first_answer_about_a_look_alike_key_is_told_why_at_once() -> None:
+    root = GrammarLM(["FINAL(Priya Novak)", "FINAL(The text does not mention the sunny ferry.)"])
+    result = await small(root, sub=value_kind()).arun("Who is the manager of the sunny ferry?", DEPOTS)
+    refusal = root.calls[1][-1]["content"]
+    assert "'sunny' occurs nowhere in the text" in refusal and "Before answering, run one" not in refusal
+    assert root.params[1]["grammar"] == STEP_GRAMMAR  # the offered answer may be given at once
+    assert result.answer == "The text does not mention the sunny ferry." and result.stopped_reason == "final"
+
+
+def test_only_a_clipped_copy_of_one_value_is_completed() -> None:
+    from recursa._grounding import whole_value
+
+    line = ["In the purple arcade, P272-98 serves as the licence number; 14437 and 4437 are other numbers."]
+    assert whole_value("272-98", line) == "P272-98"
+    assert whole_value("P272-98", line) is None  # already whole
+    assert whole_value("4437", line) is None  # a value of its own
+    assert whole_value("2-98", line) is None  # more than two characters missing
+    assert whole_value("The licence", line) is None  # not a single value
+    assert whole_value("1234", ["A1234 and B1234"]) is None  # two values would fit
