@@ -591,7 +591,6 @@ class _Run:
                     self.grounded = True
                     return answer, self._stop_reason("final")
                 if verdict and verdict.may_answer:  # the refusal itself offers an answer: say why at once
-                    self.grounding_turn_used = True
                     self._notice(f"FINAL refused once, not grounded: {verdict.reason}")
                     notes = self.rlm.prompts.render("ungrounded_final", answer=clip(answer, 200, note="..."),
                                                     why=verdict.reason)

@@ -438,3 +438,11 @@ def test_only_a_clipped_copy_of_one_value_is_completed() -> None:
     assert whole_value("2-98", line) is None  # more than two characters missing
     assert whole_value("The licence", line) is None  # not a single value
     assert whole_value("1234", ["A1234 and B1234"]) is None  # two values would fit
+
+
+async def test_a_look_alike_answer_repeated_after_its_first_refusal_is_refused_again() -> None:
+    root = GrammarLM(["FINAL(Priya Novak)", code("print(search('manager ferry'))"), "FINAL(Priya Novak)",
+                      "FINAL(The text does not mention the sunny ferry.)"])
+    result = await small(root, sub=value_kind()).arun("Who is the manager of the sunny ferry?", DEPOTS)
+    assert sum("'sunny' occurs nowhere in the text" in n for n in notices(result)) == 2
+    assert result.answer == "The text does not mention the sunny ferry." and result.stopped_reason == "final"
