@@ -79,7 +79,8 @@ TASKS: dict[str, Task] = {
              _oolong),
         Task("oolong-pairs", "all user pairs meeting a condition over labelled records; F1 over pairs", _pairs),
         Task("lookup", "seven question shapes in many phrasings: needles, absent keys, source-tree lookups, "
-             "log counts, record sums; seeds >= 100 use held-out phrasings", _lookup),
+             "log counts, record sums; seeds 0-99 use the development phrasings; 100+, 200+, 300+ and 400+ "
+             "each a later set (400+ also other log and record formats)", _lookup),
     )
 }
 
