@@ -19,10 +19,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .sandbox._repl_tools import QUESTION_STOPWORDS, definition_pattern, query_terms
+from .sandbox._repl_tools import IDENTIFIER, QUESTION_STOPWORDS, definition_pattern, query_terms
 
 __all__ = ["Grounding", "agrees", "check_grounding", "count_doubt", "extraction_prompt", "is_bare_value",
-           "is_form_count", "lookalike", "missing_words", "read_off_key_lines", "reads_a_definition",
+           "is_form_count", "lookalike", "missing_words", "names_not_in", "read_off_key_lines", "reads_a_definition",
            "supporting_lines", "uncovered_lines", "whole_value"]
 
 _TOKEN = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[^\W\d_][\w'-]*[\w]|[^\W\d_]|[\w][\w.\-/]*[\w]")
@@ -220,6 +220,14 @@ def reads_a_definition(question: str, claims: tuple[str, ...], lines: Sequence[s
             if all(_claims_in(told, (claim,)) for claim in claims):
                 return True
     return False
+
+
+def names_not_in(lines: Sequence[str], counts: dict[str, int]) -> list[str]:
+    """The names from code that the question asks about and the text has (``PackageMetadata``, ``PY_SOURCE``)
+    which none of ``lines`` holds: an answer read off such lines is about something else."""
+    names = [word for word, n in counts.items() if n and IDENTIFIER.fullmatch(word)]
+    text = " ".join(lines)
+    return [name for name in names if not re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE)]
 
 
 def whole_value(answer: str, lines: Sequence[str]) -> str | None:

@@ -38,6 +38,7 @@ from ._grounding import (
     is_form_count,
     lookalike,
     missing_words,
+    names_not_in,
     read_off_key_lines,
     reads_a_definition,
     supporting_lines,
@@ -714,10 +715,15 @@ class _Run:
         return Grounding(False, reason=reason)
 
     def _second_look(self, claims: tuple[str, ...], lines: list[str]) -> Grounding | None:
-        """Checks against what the host's first search found: a look-alike key, or one value of several."""
+        """Checks against what the host's first search found: a look-alike key, a line without the name asked
+        about, or one value of several."""
         report = self.search_report
         if doubt := self._lookalike(lines):
             return doubt
+        if names := names_not_in(lines, report.counts):
+            return Grounding(False, reason=(
+                f"the line(s) it comes from do not mention {', '.join(map(repr, names))}, which the question asks "
+                "about: answer from a line that holds it"), may_answer=True)  # such a line is often shown already
         if report.complete and (left := uncovered_lines(claims, report.full_lines)):
             n = len(report.full_lines)
             others = " | ".join(clip(line, 200, note="...") for line in left)

@@ -446,3 +446,16 @@ async def test_a_look_alike_answer_repeated_after_its_first_refusal_is_refused_a
     result = await small(root, sub=value_kind()).arun("Who is the manager of the sunny ferry?", DEPOTS)
     assert sum("'sunny' occurs nowhere in the text" in n for n in notices(result)) == 2
     assert result.answer == "The text does not mention the sunny ferry." and result.stopped_reason == "final"
+
+
+async def test_a_file_named_by_a_line_that_lacks_the_class_asked_about_is_refused() -> None:
+    context = Context(["# override earlier field definitions in base classes\nimport re\n",
+                       "from typing import Protocol\n\nclass PackageMetadata(Protocol):\n    pass\n"],
+                      names=["dataclasses.py", "importlib/metadata/_meta.py"])
+    root = ScriptedLM(["FINAL(dataclasses.py)", code("print(search('class PackageMetadata'))"),
+                       "FINAL(importlib/metadata/_meta.py)"])
+    sub = value_kind(read="dataclasses.py")  # a small re-reader that agrees with anything on the line
+    result = await small(root, sub=sub).arun("Locate the class definition for PackageMetadata: what file is it in?",
+                                             context)
+    assert any("do not mention 'PackageMetadata'" in n for n in notices(result))
+    assert result.answer == "importlib/metadata/_meta.py" and result.grounded is True
