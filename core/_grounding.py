@@ -39,6 +39,7 @@ _NEGATIVE = re.compile(
     r"include|have)|(?:can|could)(?:not|n't) (?:be )?f(?:ind|ound)|unknown|absent|missing)\b",
     re.IGNORECASE,
 )
+_FILE_NAME = re.compile(r"[\w.-]*[\w-](?:/[\w.-]+)*\.[A-Za-z][\w]{0,5}")
 _YES_NO = re.compile(r"(?i)\s*(yes|no|true|false)\b[.!]?\s*$")
 
 
@@ -78,6 +79,8 @@ def check_grounding(answer: str, question: str, evidence: list[str]) -> Groundin
         return Grounding(False, reason="the answer only repeats words of the question")
     if _collapse(text).casefold() in folded:
         return Grounding(True, reason="the answer appears in the output", claims=(text,))
+    if _FILE_NAME.fullmatch(text):  # a file name is one value: "Tree.py" is not backed by "tree" and ".py"
+        return Grounding(False, (text,), reason=f"never printed: {text}", claims=(text,))
     evidence_numbers = _numbers(haystack)
     # Values (numbers, identifiers, names) must all appear; plain lowercase words may be the model's own
     # phrasing ("as stated"), so of those only half need to.

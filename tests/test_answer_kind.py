@@ -167,3 +167,17 @@ async def test_a_kind_named_by_letter_alone_is_not_taken() -> None:
                        f"FINAL({OWN_BILLING_WARNS})"])
     result = await small(root, Helper("A")).arun("How many WARN messages did the billing service write?", plain)
     assert len(root.calls) == 2 and not any("answered by the host" in n for n in notices(result))
+
+
+def test_a_line_holding_a_word_in_two_forms_counts_for_both() -> None:
+    from recursa.sandbox._repl_tools import make_search, read_search
+
+    # The message names the service before its own field: "slow call to media" ... service=media.
+    log = "\n".join(f'time=T{i} level={"WARN" if i % 2 else "INFO"} msg="'
+                    + (f"slow call to {SERVICES[i % 3]}" if i % 2 else "ok") + f'" service={SERVICES[i // 7 % 3]}'
+                    for i in range(600))
+    own = sum(1 for line in log.splitlines() if "level=WARN" in line and line.endswith("service=billing"))
+    printed: list[str] = []
+    make_search([log], ["context"], as_list=False, out=printed.append)("billing WARN")
+    assert f"'=billing' {own} (a field of every line)" in "\n".join(printed)
+    assert host_count(read_search("\n".join(printed))) == str(own)

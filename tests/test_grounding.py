@@ -93,3 +93,9 @@ def test_one_file_named_two_ways_agrees(extracted: str, answer: str, same: bool)
 def test_a_bare_printed_value_is_recognised() -> None:
     assert is_bare_value("82388.99000000001", ("82388.99",))
     assert not is_bare_value("search(...) over 14,351 lines", ("14351",))
+
+
+def test_a_file_name_is_checked_as_one_value() -> None:
+    evidence = ["tkinter/tix.py:1504: class Tree(TixWidget):", "distutils/dist.py:1113: the release tree."]
+    assert check_grounding("Tree.py", "file for class Tree?", evidence).grounded is False
+    assert check_grounding("tix.py", "file for class Tree?", evidence).grounded is True

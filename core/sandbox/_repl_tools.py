@@ -137,7 +137,7 @@ def make_search(documents: list[str], names: list[str], *, as_list: bool,
             out(f"{ALL_WORDS_HEADER} {words}: {len(everywhere):,}")
             keys = sorted(everywhere)
             for t in present:
-                if forms := _forms(documents, keys, lines, t, terms[t]):
+                if forms := _forms(documents, keys, span, terms[t]):
                     out(f"{FORMS_HEADER}{terms[t]!r} appears in them: " + ", ".join(
                         f"{f!r} {n:,}" + (FIELD_NOTE if _is_field(documents, f, terms[t], total_lines) else "")
                         for f, n in forms))
@@ -198,31 +198,34 @@ def _split_unmatched(terms: list[str], documents: list[str]) -> list[str]:
     return out
 
 
-def _forms(documents: list[str], keys: list[tuple[int, int]], lines: dict[tuple[int, int], dict[int, int]],
-           t: int, term: str) -> list[tuple[str, int]]:
+def _forms(documents: list[str], keys: list[tuple[int, int]], span: Callable[[int, int], tuple[int, int]],
+           term: str) -> list[tuple[str, int]]:
     """How a word sits in the lines that contain every word, when it sits in a few distinct ways.
 
     In records a word can fill different fields: ``[inventory]`` (the service that logged) and ``from
     inventory`` (the one it called). A count of lines that merely contain the word mixes them; showing
-    the forms with their counts lets the code count the one the question means. Prose, where a word's
-    neighbours vary freely, shows nothing."""
+    the forms with their counts (a line counted once for each form it holds) lets the code count the one
+    the question means. Prose, where a word's neighbours vary freely, shows nothing."""
     if len(keys) < 4:
         return []
     pattern = _term_pattern(term)
     counts: dict[str, int] = {}
     for d, line in keys:
-        text, start = documents[d], lines[(d, line)][t]
-        match = pattern.match(text, start)
-        end = match.end() if match else start + len(term)
-        before, after = text[start - 1:start], text[end:end + 1]
-        if before and not before.isspace() and not before.isalnum():
-            prefix = before
-        else:
-            token = re.search(r"(\S+)[ \t]+$", text[max(0, start - 24):start])
-            prefix = token[1] + " " if token and not any(c.isdigit() for c in token[1]) else ""
-        suffix = after if after and not after.isspace() and not after.isalnum() else ""
-        form = prefix + text[start:end] + suffix
-        counts[form] = counts.get(form, 0) + 1
+        text = documents[d]
+        begin, end_of_line = span(d, line)
+        held = set()
+        for match in pattern.finditer(text, begin, end_of_line):
+            start, end = match.span()
+            before, after = text[start - 1:start], text[end:end + 1]
+            if before and not before.isspace() and not before.isalnum():
+                prefix = before
+            else:
+                token = re.search(r"(\S+)[ \t]+$", text[max(begin, start - 24):start])
+                prefix = token[1] + " " if token and not any(c.isdigit() for c in token[1]) else ""
+            suffix = after if after and not after.isspace() and not after.isalnum() else ""
+            held.add(prefix + text[start:end] + suffix)
+        for form in held:
+            counts[form] = counts.get(form, 0) + 1
     ranked = sorted(counts.items(), key=lambda item: -item[1])
     common = [(form, n) for form, n in ranked[:4] if n >= max(2, len(keys) // 20)]
     if len(common) < 2 or sum(n for _, n in common) < 0.8 * len(keys):
