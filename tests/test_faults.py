@@ -399,6 +399,8 @@ def test_cli_ctrl_c_during_a_model_call_is_one_json_object_and_exit_130(tmp_path
             [sys.executable, "-m", "recursa.cli", "ask", "q", "--context", str(tmp_path / "orders.txt"), "--model", "m",
              "--base-url", server.base_url, "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base,
+            # As at a terminal: a shell starts background jobs (CI under nohup ... &) with SIGINT ignored.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + 60
         while server.in_flight == 0 and time.monotonic() < deadline and proc.poll() is None:
