@@ -56,7 +56,7 @@ async def answer_kind(ask: Ask, question: str) -> str | None:
 def host_count(report: SearchReport) -> str | None:
     """How many lines hold every word of the question that the text has; where one word takes several forms in
     them, how many hold it in the one form that is a field of every line (the record's own ``[billing]``)."""
-    found = [word for word, n in report.counts.items() if n]
+    found = report.found
     if len(found) == 1:
         return str(report.counts[found[0]])
     if len(found) < 2 or report.all_count is None:

@@ -225,10 +225,10 @@ def reads_a_definition(question: str, claims: tuple[str, ...], lines: Sequence[s
     return False
 
 
-def names_not_in(lines: Sequence[str], counts: dict[str, int]) -> list[str]:
+def names_not_in(lines: Sequence[str], found: Sequence[str]) -> list[str]:
     """The names from code that the question asks about and the text has (``PackageMetadata``, ``PY_SOURCE``)
     which none of ``lines`` holds: an answer read off such lines is about something else."""
-    names = [word for word, n in counts.items() if n and IDENTIFIER.fullmatch(word)]
+    names = [word for word in found if IDENTIFIER.fullmatch(word)]
     text = " ".join(lines)
     return [name for name in names if not re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE)]
 

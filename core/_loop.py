@@ -720,7 +720,7 @@ class _Run:
         report = self.search_report
         if doubt := self._lookalike(lines):
             return doubt
-        if names := names_not_in(lines, report.counts):
+        if names := names_not_in(lines, report.found):
             return Grounding(False, reason=(
                 f"the line(s) it comes from do not mention {', '.join(map(repr, names))}, which the question asks "
                 "about: answer from a line that holds it"), may_answer=True)  # such a line is often shown already

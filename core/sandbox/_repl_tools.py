@@ -274,6 +274,11 @@ class SearchReport:
         return tuple(word for word, n in self.counts.items() if n == 0)
 
     @property
+    def found(self) -> tuple[str, ...]:
+        """The question's words the text has, in the question's order."""
+        return tuple(word for word, n in self.counts.items() if n)
+
+    @property
     def complete(self) -> bool:
         return self.all_count is not None and self.all_count == len(self.full_lines)
 
